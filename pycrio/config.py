@@ -1,0 +1,326 @@
+"""Configuration: built-in defaults <- pycrio.conf <- pycrio.conf.d/*.conf <- command-line flags.
+
+The schema is a tree of dataclasses; each field carries its documentation and
+its checks, so loading, validation and `pycrio config` all walk one table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_CONFIG_FILE = "/etc/pycrio/pycrio.conf"
+DEFAULT_CONFIG_DIR = "/etc/pycrio/pycrio.conf.d"
+
+LOG_LEVELS = ("error", "warning", "info", "debug")
+LOG_LEVEL_ALIASES = {"warn": "warning", "trace": "debug", "fatal": "error", "panic": "error"}
+
+# What CRI-O grants a container by default; operators expect the same set.
+DEFAULT_CAPABILITIES = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "KILL",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration that the daemon refuses: names the source, line and key."""
+
+    def __init__(self, message: str, source: str = "", line: int | None = None, key: str = ""):
+        self.source, self.line, self.key, self.detail = source, line, key, message
+        where = source + (f":{line}" if line else "")
+        parts = [p for p in (where, key) if p]
+        super().__init__(": ".join([*parts, message]))
+
+
+def opt(default: Any, doc: str, *, choices: tuple[str, ...] = (), path: bool = False, derived: str = "") -> Any:
+    """A config option: its default, the comment `pycrio config` prints, and its checks.
+
+    derived: when the value is "", it is computed from another option (said here).
+    """
+    meta = {"doc": doc, "choices": choices, "path": path, "derived": derived}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RuntimeHandlerConfig:
+    """[pycrio.runtime.runtimes.NAME]: one OCI runtime handler."""
+
+    runtime_path: str = opt("", "The OCI runtime binary; \"\" looks up the handler's name on $PATH.")
+    runtime_root: str = opt(
+        "", "State directory passed to the runtime as --root.", path=True, derived="<runroot>/runtime/<name>"
+    )
+    runtime_type: str = opt("oci", "How the runtime is driven; only \"oci\" (runc/crun command line) exists.",
+                            choices=("oci",))
+
+
+@dataclass
+class ApiConfig:
+    """[pycrio.api]: the CRI gRPC endpoint."""
+
+    listen: str = opt("", "Unix socket the CRI is served on (mode 0660).", path=True, derived="<runroot>/pycrio.sock")
+    grpc_max_msg_size: int = opt(16 * 1024 * 1024, "Largest gRPC message accepted or sent, in bytes.")
+
+
+@dataclass
+class RuntimeConfig:
+    """[pycrio.runtime]: containers and their OCI runtime."""
+
+    default_runtime: str = opt("runc", "Runtime handler used when a pod names none.")
+    cgroup_manager: str = opt("cgroupfs", "Cgroup driver, matching the kubelet's cgroupDriver.",
+                              choices=("cgroupfs", "systemd"))
+    exits_dir: str = opt("", "Where monitors write container exit files.", path=True, derived="<runroot>/exits")
+    namespaces_dir: str = opt("", "Where pod namespaces are pinned.", path=True, derived="<runroot>/ns")
+    log_dir: str = opt("/var/log/pycrio/pods", "Container logs for pods whose log directory the kubelet leaves empty.",
+                       path=True)
+    default_capabilities: list[str] = opt(DEFAULT_CAPABILITIES, "Capabilities a container gets unless it drops them.")
+    runtimes: dict[str, RuntimeHandlerConfig] = field(
+        default_factory=lambda: {"runc": RuntimeHandlerConfig()},
+        metadata={"doc": "Runtime handlers, one [pycrio.runtime.runtimes.NAME] table each.", "table_of": True},
+    )
+
+
+@dataclass
+class ImageConfig:
+    """[pycrio.image]: pulling and storing images."""
+
+    registries_conf: str = opt("/etc/containers/registries.conf",
+                               "containers-registries.conf(5) v2 file: search registries, aliases, mirrors.",
+                               path=True)
+
+
+@dataclass
+class Config:
+    """[pycrio]: the whole configuration."""
+
+    root: str = opt("/var/lib/pycrio", "Persistent state: images, layers, containers, the metadata database.",
+                    path=True)
+    runroot: str = opt("/run/pycrio", "Volatile state: socket, pinned namespaces, exit files.", path=True)
+    log_level: str = opt("info", "Daemon log level (reloaded on SIGHUP).", choices=LOG_LEVELS)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+
+    def resolved(self) -> Config:
+        """A copy with every derived ("") path filled in."""
+        cfg = dataclasses.replace(
+            self,
+            api=dataclasses.replace(self.api),
+            runtime=dataclasses.replace(self.runtime, runtimes=dict(self.runtime.runtimes)),
+            image=dataclasses.replace(self.image),
+        )
+        cfg.api.listen = cfg.api.listen or os.path.join(cfg.runroot, "pycrio.sock")
+        cfg.runtime.exits_dir = cfg.runtime.exits_dir or os.path.join(cfg.runroot, "exits")
+        cfg.runtime.namespaces_dir = cfg.runtime.namespaces_dir or os.path.join(cfg.runroot, "ns")
+        for name, handler in list(cfg.runtime.runtimes.items()):
+            cfg.runtime.runtimes[name] = dataclasses.replace(
+                handler, runtime_root=handler.runtime_root or os.path.join(cfg.runroot, "runtime", name)
+            )
+        return cfg
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _toml_key_line(text: str, keypath: list[str]) -> int | None:
+    """The line where keypath (["pycrio", "runtime", "x"]) is set in text, best effort."""
+    table: list[str] = []
+    header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    assign = re.compile(r"^\s*([A-Za-z0-9_.\"' -]+?)\s*=")
+    table_line = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        m = header.match(line)
+        if m:
+            table = [p.strip().strip("\"'") for p in m.group(1).split(".")]
+            if table == keypath:
+                table_line = number
+            continue
+        m = assign.match(line)
+        if m:
+            key = [p.strip().strip("\"'") for p in m.group(1).split(".")]
+            if table + key == keypath:
+                return number
+    return table_line
+
+
+def _check_value(value: Any, f: dataclasses.Field, key: str, where: dict[str, Any]) -> Any:
+    expected = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }.get(expected)
+    if ok is None:
+        raise AssertionError(f"config schema: unsupported type {expected} for {key}")
+    if not ok:
+        wanted = {"str": "a string", "int": "an integer", "bool": "true or false", "list[str]": "a list of strings"}
+        raise ConfigError(f"expected {wanted[expected]}, got {type(value).__name__} {value!r}", key=key, **where)
+    meta = f.metadata
+    if key.endswith("log_level") and isinstance(value, str):
+        value = LOG_LEVEL_ALIASES.get(value.lower(), value.lower())
+    if meta.get("choices") and value not in meta["choices"]:
+        choices = ", ".join(repr(c) for c in meta["choices"])
+        raise ConfigError(f"expected one of {choices}, got {value!r}", key=key, **where)
+    if meta.get("path") and value and not os.path.isabs(value.removeprefix("unix://")):
+        raise ConfigError(f"expected an absolute path, got {value!r}", key=key, **where)
+    if expected == "int" and value < 0:
+        raise ConfigError(f"expected a non-negative integer, got {value}", key=key, **where)
+    return value
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str, source: str, text: str) -> None:
+    """Validate data against obj's dataclass schema and set it on obj in place."""
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for name, value in data.items():
+        key = f"{prefix}.{name}"
+        where = {"source": source, "line": _toml_key_line(text, key.split("."))}
+        f = fields.get(name)
+        if f is None:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown option (known here: {known})", key=key, **where)
+        current = getattr(obj, name)
+        if f.metadata.get("table_of"):
+            if not isinstance(value, dict):
+                raise ConfigError("expected a table of named entries", key=key, **where)
+            for entry_name, entry in value.items():
+                if not isinstance(entry, dict):
+                    raise ConfigError("expected a table", key=f"{key}.{entry_name}", **where)
+                handler = current.get(entry_name) or RuntimeHandlerConfig()
+                handler = dataclasses.replace(handler)
+                _apply(handler, entry, f"{key}.{entry_name}", source, text)
+                current[entry_name] = handler
+        elif dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError("expected a table", key=key, **where)
+            _apply(current, value, key, source, text)
+        else:
+            setattr(obj, name, _check_value(value, f, key, where))
+
+
+def _load_file(cfg: Config, path: pathlib.Path) -> None:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", source=str(path)) from e
+    try:
+        text = raw.decode()
+        data = tomllib.loads(text)
+    except UnicodeDecodeError as e:
+        raise ConfigError("not UTF-8 text", source=str(path)) from e
+    except tomllib.TOMLDecodeError as e:
+        line = re.search(r"line (\d+)", str(e))
+        raise ConfigError(f"invalid TOML: {e}", source=str(path), line=int(line.group(1)) if line else None) from e
+    for top, value in data.items():
+        if top != "pycrio":
+            raise ConfigError("unknown table (everything lives under [pycrio])", source=str(path),
+                              line=_toml_key_line(text, [top]), key=top)
+        if not isinstance(value, dict):
+            raise ConfigError("expected a table", source=str(path), line=_toml_key_line(text, [top]), key=top)
+        _apply(cfg, value, "pycrio", str(path), text)
+
+
+def config_files(config_file: str | None, config_dir: str | None) -> list[pathlib.Path]:
+    """The files that make up the configuration, in the order they apply."""
+    files = []
+    main = pathlib.Path(config_file or DEFAULT_CONFIG_FILE)
+    if main.exists() or config_file:
+        files.append(main)
+    drop_ins = pathlib.Path(config_dir or DEFAULT_CONFIG_DIR)
+    if config_dir and not drop_ins.is_dir():
+        raise ConfigError("not a directory", source=str(drop_ins))
+    if drop_ins.is_dir():
+        files += sorted(p for p in drop_ins.iterdir() if p.suffix == ".conf" and p.is_file())
+    return files
+
+
+def load(config_file: str | None = None, config_dir: str | None = None,
+         overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults <- config_file <- config_dir/*.conf (lexical) <- overrides ({"pycrio.root": "/x"})."""
+    cfg = Config()
+    for path in config_files(config_file, config_dir):
+        _load_file(cfg, path)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *tables, name = key.split(".")
+        nested: dict[str, Any] = {name: value}
+        for table in reversed(tables[1:]):
+            nested = {table: nested}
+        _apply(cfg, nested, "pycrio", "command line", "")
+    _check_whole(cfg)
+    return cfg
+
+
+def _check_whole(cfg: Config) -> None:
+    """Checks that span options, after every source applied."""
+    if cfg.runtime.default_runtime not in cfg.runtime.runtimes:
+        known = ", ".join(sorted(cfg.runtime.runtimes)) or "none"
+        raise ConfigError(f"names no configured runtime handler (configured: {known})",
+                          key="pycrio.runtime.default_runtime")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot render {value!r} as TOML")
+
+
+def _render_table(obj: Any, defaults: Any, table: str, out: list[str]) -> None:
+    doc = (type(obj).__doc__ or "").strip()
+    out += ["", f"# {doc}", f"[{table}]"]
+    nested = []
+    for f in dataclasses.fields(obj):
+        value, default = getattr(obj, f.name), getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value) or f.metadata.get("table_of"):
+            nested.append(f)
+            continue
+        shown = f.metadata.get("derived") or _toml_value(default)
+        out.append(f"# {f.metadata['doc']}")
+        if f.metadata.get("choices"):
+            out.append("# One of: " + ", ".join(f.metadata["choices"]) + ".")
+        out.append(f"# Default: {shown}")
+        out.append(f"{f.name} = {_toml_value(value)}")
+    for f in nested:
+        value, default = getattr(obj, f.name), getattr(defaults, f.name)
+        if f.metadata.get("table_of"):
+            out += ["", f"# {f.metadata['doc']}"]
+            for name, entry in value.items():
+                _render_table(entry, default.get(name) or RuntimeHandlerConfig(), f"{table}.{f.name}.{name}", out)
+        else:
+            _render_table(value, default, f"{table}.{f.name}", out)
+
+
+def render(cfg: Config) -> str:
+    """cfg as commented TOML, each option with its documentation and default."""
+    out = ["# pycrio configuration (TOML). Files apply in this order, later wins:",
+           f"#   built-in defaults, {DEFAULT_CONFIG_FILE}, {DEFAULT_CONFIG_DIR}/*.conf (lexical), flags."]
+    _render_table(cfg, Config(), "pycrio", out)
+    return "\n".join(out) + "\n"

@@ -1,0 +1,1 @@
+"""The CRI gRPC server: RPC plumbing, validation, error mapping and the servicers."""

@@ -1,0 +1,114 @@
+"""Turns servicer objects into gRPC handlers: request ids, validation, timing, error mapping.
+
+Every RPC of a service is registered; one the servicers lack answers
+UNIMPLEMENTED with its name, so no call ever crashes or hangs the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import text_format
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+
+from pycrio import __version__, log
+from pycrio.cri import api_pb2
+from pycrio.server.errors import status_for
+from pycrio.server.validate import validate
+
+logger = logging.getLogger("pycrio.rpc")
+
+
+def _short(msg: Message) -> str:
+    return text_format.MessageToString(msg, as_one_line=True)[:2000]
+
+
+async def _fail(context: grpc.aio.ServicerContext, rpc: str, started: float, exc: Exception) -> None:
+    code, message = status_for(exc)
+    ms = (time.monotonic() - started) * 1000
+    if code == grpc.StatusCode.INTERNAL:
+        logger.error("%s failed after %.1f ms: %s", rpc, ms, message, exc_info=exc)
+    else:
+        logger.info("%s -> %s after %.1f ms: %s", rpc, code.name, ms, message)
+    await context.abort(code, message)
+
+
+def _unary(rpc: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    async def handle(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        token = log.request_id.set(secrets.token_hex(4))
+        started = time.monotonic()
+        try:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s request: %s", rpc, _short(request))
+            validate(rpc, request)
+            response = await method(request, context)
+            if logger.isEnabledFor(logging.DEBUG):
+                ms = (time.monotonic() - started) * 1000
+                logger.debug("%s done in %.2f ms: %s", rpc, ms, _short(response))
+            return response
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await _fail(context, rpc, started, exc)
+            raise  # not reached: abort raises
+        finally:
+            log.request_id.reset(token)
+
+    return handle
+
+
+def _server_stream(rpc: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    async def handle(request: Message, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+        token = log.request_id.set(secrets.token_hex(4))
+        started = time.monotonic()
+        try:
+            logger.debug("%s stream opened: %s", rpc, _short(request))
+            validate(rpc, request)
+            async for item in method(request, context):
+                yield item
+            logger.debug("%s stream closed after %.1f ms", rpc, (time.monotonic() - started) * 1000)
+        except Exception as exc:  # noqa: BLE001
+            await _fail(context, rpc, started, exc)
+        finally:
+            log.request_id.reset(token)
+
+    return handle
+
+
+def _unimplemented(service: str, rpc: str, streaming: bool) -> Callable[..., Any]:
+    message = f"{service}.{rpc} is not implemented in pycrio {__version__}"
+
+    async def unary(_request: Message, context: grpc.aio.ServicerContext) -> Message:
+        logger.debug("%s: unimplemented", rpc)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+        raise AssertionError("abort returned")
+
+    async def stream(_request: Message, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+        logger.debug("%s: unimplemented", rpc)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+        yield  # pragma: no cover - makes this an async generator
+
+    return stream if streaming else unary
+
+
+def generic_handler(service: ServiceDescriptor, servicers: list[object]) -> grpc.GenericRpcHandler:
+    """A handler for every method of service, served by the first servicer that has it."""
+    handlers = {}
+    for method in service.methods:
+        request_type = getattr(api_pb2, method.input_type.name)
+        response_type = getattr(api_pb2, method.output_type.name)
+        impl = next((getattr(s, method.name) for s in servicers if hasattr(s, method.name)), None)
+        streaming = method.server_streaming
+        if impl is None:
+            fn = _unimplemented(service.name, method.name, streaming)
+        else:
+            fn = (_server_stream if streaming else _unary)(method.name, impl)
+        make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(
+            fn, request_deserializer=request_type.FromString, response_serializer=response_type.SerializeToString
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)

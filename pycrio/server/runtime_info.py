@@ -1,0 +1,83 @@
+"""Version, Status and RuntimeConfig: what the runtime is and whether it can serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from pycrio import __version__
+from pycrio.config import Config
+from pycrio.cri import api_pb2
+
+RUNTIME_NAME = "pycrio"
+RUNTIME_API_VERSION = "v1"
+KUBELET_API_VERSION = "0.1.0"  # the CRI's own version string, as every runtime reports it
+
+
+def runtime_binary(cfg: Config, handler: str) -> str | None:
+    """The resolved path of handler's OCI runtime binary, or None when it is missing."""
+    spec = cfg.runtime.runtimes[handler]
+    path = spec.runtime_path or shutil.which(handler)
+    if path and os.path.isfile(path) and os.access(path, os.X_OK):
+        return path
+    return None
+
+
+def _condition(kind: str, ok: bool, reason: str = "", message: str = "") -> api_pb2.RuntimeCondition:
+    return api_pb2.RuntimeCondition(type=kind, status=ok, reason="" if ok else reason, message="" if ok else message)
+
+
+class RuntimeInfoServicer:
+    def __init__(self, daemon):
+        self.daemon = daemon  # read daemon.cfg on each call: SIGHUP may replace it
+
+    @property
+    def cfg(self) -> Config:
+        return self.daemon.cfg
+
+    async def Version(self, request, context):
+        return api_pb2.VersionResponse(
+            version=KUBELET_API_VERSION,
+            runtime_name=RUNTIME_NAME,
+            runtime_version=__version__,
+            runtime_api_version=RUNTIME_API_VERSION,
+        )
+
+    def _runtime_condition(self) -> api_pb2.RuntimeCondition:
+        handler = self.cfg.runtime.default_runtime
+        if runtime_binary(self.cfg, handler) is None:
+            wanted = self.cfg.runtime.runtimes[handler].runtime_path or f"{handler} on $PATH"
+            return _condition("RuntimeReady", False, "OCIRuntimeNotFound",
+                              f"default runtime handler {handler!r}: {wanted} is not an executable file")
+        for path in (self.cfg.root, self.cfg.runroot):
+            if not os.access(path, os.W_OK | os.X_OK):
+                return _condition("RuntimeReady", False, "StateDirUnusable", f"{path} is not a writable directory")
+        return _condition("RuntimeReady", True)
+
+    async def Status(self, request, context):
+        conditions = [
+            self._runtime_condition(),
+            # Pod networking comes with the network issue; until then pods get loopback only.
+            _condition("NetworkReady", False, "NetworkPluginNotReady",
+                       "pycrio has no pod network yet: pods get a loopback interface only"),
+        ]
+        handlers = [api_pb2.RuntimeHandler(name="", features=api_pb2.RuntimeHandlerFeatures())]
+        handlers += [
+            api_pb2.RuntimeHandler(name=name, features=api_pb2.RuntimeHandlerFeatures())
+            for name in sorted(self.cfg.runtime.runtimes)
+        ]
+        info = {}
+        if request.verbose:
+            info["config"] = json.dumps(self.cfg.as_dict(), sort_keys=True)
+            info["version"] = json.dumps({"runtimeName": RUNTIME_NAME, "runtimeVersion": __version__})
+        return api_pb2.StatusResponse(
+            status=api_pb2.RuntimeStatus(conditions=conditions),
+            info=info,
+            runtime_handlers=handlers,
+            features=api_pb2.RuntimeFeatures(),
+        )
+
+    async def RuntimeConfig(self, request, context):
+        driver = api_pb2.SYSTEMD if self.cfg.runtime.cgroup_manager == "systemd" else api_pb2.CGROUPFS
+        return api_pb2.RuntimeConfigResponse(linux=api_pb2.LinuxRuntimeConfiguration(cgroup_driver=driver))
