@@ -1,0 +1,190 @@
+"""Shared fixtures: a real daemon on a temporary socket, and a guard against leaked resources."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import psutil
+import pytest
+
+from pycrio.cri import api_pb2, api_pb2_grpc
+
+START_TIMEOUT = 15.0
+
+
+def _mounts() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {" ".join(line.split()[3:5]) for line in f}
+
+
+def _links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def _children() -> set[tuple[int, str]]:
+    out = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.add((p.pid, " ".join(p.cmdline())[:200]))
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.fixture(autouse=True)
+def leak_guard():
+    """Fail a test that leaves mounts, network links or child processes behind."""
+    mounts, links, children = _mounts(), _links(), _children()
+    yield
+    deadline = time.monotonic() + 2.0
+    while True:
+        leaked = {
+            "mounts": sorted(_mounts() - mounts),
+            "links": sorted(_links() - links),
+            "processes": sorted(_children() - children),
+        }
+        leaked = {k: v for k, v in leaked.items() if v}
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"test leaked {leaked}"
+
+
+@pytest.fixture
+def tmpdir_short():
+    """A short temporary directory (unix socket paths are limited to 107 bytes)."""
+    path = tempfile.mkdtemp(prefix="pycrio-t-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class Daemon:
+    """A pycrio daemon process on its own root, runroot and socket."""
+
+    base: str
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    channel: grpc.Channel | None = None
+
+    @property
+    def root(self) -> str:
+        return os.path.join(self.base, "root")
+
+    @property
+    def runroot(self) -> str:
+        return os.path.join(self.base, "run")
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.runroot, "pycrio.sock")
+
+    @property
+    def config_file(self) -> str:
+        return os.path.join(self.base, "pycrio.conf")
+
+    @property
+    def config_dir(self) -> str:
+        return os.path.join(self.base, "pycrio.conf.d")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.base, "daemon.log")
+
+    def args(self) -> list[str]:
+        return ["--config", self.config_file, "--config-dir", self.config_dir,
+                "--root", self.root, "--runroot", self.runroot, *self.extra_args]
+
+    def start(self, wait: bool = True) -> Daemon:
+        os.makedirs(self.config_dir, exist_ok=True)
+        if not os.path.exists(self.config_file):
+            open(self.config_file, "w").close()
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pycrio.cli", *self.args()],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            if os.path.exists(self.socket):
+                try:
+                    self.runtime.Version(api_pb2.VersionRequest(), timeout=1)
+                    return
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.02)
+        raise AssertionError(f"daemon not ready after {START_TIMEOUT} s:\n{self.log()}")
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def _channel(self) -> grpc.Channel:
+        if self.channel is None:
+            self.channel = grpc.insecure_channel(f"unix:{self.socket}")
+        return self.channel
+
+    @property
+    def runtime(self) -> api_pb2_grpc.RuntimeServiceStub:
+        return api_pb2_grpc.RuntimeServiceStub(self._channel())
+
+    @property
+    def image(self) -> api_pb2_grpc.ImageServiceStub:
+        return api_pb2_grpc.ImageServiceStub(self._channel())
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Signal the daemon and wait; returns its exit code."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"daemon ignored signal {sig} for {timeout} s:\n{self.log()}") from None
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon_factory(tmpdir_short):
+    """Make daemons (not started) in subdirectories of one temporary directory; all stopped at the end."""
+    made: list[Daemon] = []
+
+    def make(name: str = "d", extra_args: list[str] | None = None) -> Daemon:
+        d = Daemon(os.path.join(tmpdir_short, name), extra_args or [])
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def daemon(daemon_factory):
+    """A started daemon with a clean state; stopped (SIGTERM) after the test, which must exit 0."""
+    d = daemon_factory().start()
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        assert d.stop() == 0, d.log()
