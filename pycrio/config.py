@@ -214,7 +214,8 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str, source: str, text: str) 
             setattr(obj, name, _check_value(value, f, key, where))
 
 
-def _load_file(cfg: Config, path: pathlib.Path) -> None:
+def _load_file(cfg: Config, path: pathlib.Path) -> tuple[dict[str, Any], str]:
+    """Apply one file to cfg; returns its parsed data and text."""
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -223,7 +224,7 @@ def _load_file(cfg: Config, path: pathlib.Path) -> None:
         text = raw.decode()
         data = tomllib.loads(text)
     except UnicodeDecodeError as e:
-        raise ConfigError("not UTF-8 text", source=str(path)) from e
+        raise ConfigError("not UTF-8 text", source=str(path), line=raw[:e.start].count(b"\n") + 1) from e
     except tomllib.TOMLDecodeError as e:
         line = re.search(r"line (\d+)", str(e))
         raise ConfigError(f"invalid TOML: {e}", source=str(path), line=int(line.group(1)) if line else None) from e
@@ -234,6 +235,7 @@ def _load_file(cfg: Config, path: pathlib.Path) -> None:
         if not isinstance(value, dict):
             raise ConfigError("expected a table", source=str(path), line=_toml_key_line(text, [top]), key=top)
         _apply(cfg, value, "pycrio", str(path), text)
+    return data, text
 
 
 def config_files(config_file: str | None, config_dir: str | None) -> list[pathlib.Path]:
@@ -254,8 +256,11 @@ def load(config_file: str | None = None, config_dir: str | None = None,
          overrides: dict[str, Any] | None = None) -> Config:
     """Defaults <- config_file <- config_dir/*.conf (lexical) <- overrides ({"pycrio.root": "/x"})."""
     cfg = Config()
+    origin: dict[str, Any] = {}  # where default_runtime was last set, for _check_whole's error
     for path in config_files(config_file, config_dir):
-        _load_file(cfg, path)
+        data, text = _load_file(cfg, path)
+        if "default_runtime" in data.get("pycrio", {}).get("runtime", {}):
+            origin = {"source": str(path), "line": _toml_key_line(text, ["pycrio", "runtime", "default_runtime"])}
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -264,16 +269,18 @@ def load(config_file: str | None = None, config_dir: str | None = None,
         for table in reversed(tables[1:]):
             nested = {table: nested}
         _apply(cfg, nested, "pycrio", "command line", "")
-    _check_whole(cfg)
+        if key == "pycrio.runtime.default_runtime":
+            origin = {"source": "command line"}
+    _check_whole(cfg, origin)
     return cfg
 
 
-def _check_whole(cfg: Config) -> None:
-    """Checks that span options, after every source applied."""
+def _check_whole(cfg: Config, origin: dict[str, Any]) -> None:
+    """Checks that span options, after every source applied; origin: where default_runtime was set."""
     if cfg.runtime.default_runtime not in cfg.runtime.runtimes:
         known = ", ".join(sorted(cfg.runtime.runtimes)) or "none"
         raise ConfigError(f"names no configured runtime handler (configured: {known})",
-                          key="pycrio.runtime.default_runtime")
+                          key="pycrio.runtime.default_runtime", **origin)
 
 
 # ---------------------------------------------------------------- rendering

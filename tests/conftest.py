@@ -100,6 +100,13 @@ class Daemon:
     def log_path(self) -> str:
         return os.path.join(self.base, "daemon.log")
 
+    def write_config(self, text: str, drop_in: str | None = None) -> None:
+        """Write the main config file, or a drop-in named drop_in, before start()."""
+        os.makedirs(self.config_dir, exist_ok=True)
+        path = os.path.join(self.config_dir, drop_in) if drop_in else self.config_file
+        with open(path, "w") as f:
+            f.write(text)
+
     def args(self) -> list[str]:
         return ["--config", self.config_file, "--config-dir", self.config_dir,
                 "--root", self.root, "--runroot", self.runroot, *self.extra_args]

@@ -15,17 +15,43 @@ from typing import Any
 import grpc
 from google.protobuf import text_format
 from google.protobuf.descriptor import ServiceDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from pycrio import __version__, log
 from pycrio.cri import api_pb2
+from pycrio.errors import InvalidArgument
 from pycrio.server.errors import status_for
 from pycrio.server.validate import validate
 
 logger = logging.getLogger("pycrio.rpc")
 
 
-def _short(msg: Message) -> str:
+class _Malformed:
+    """Stands in for a request whose bytes did not parse; the handler answers INVALID_ARGUMENT."""
+
+    def __init__(self, type_name: str, error: Exception):
+        self.message = f"malformed {type_name}: {error}"
+
+
+def _deserializer(request_type: type[Message]) -> Callable[[bytes], Message | _Malformed]:
+    def parse(data: bytes) -> Message | _Malformed:
+        try:
+            return request_type.FromString(data)
+        except DecodeError as e:
+            return _Malformed(request_type.DESCRIPTOR.name, e)
+
+    return parse
+
+
+def _check_request(rpc: str, request: Message | _Malformed) -> None:
+    if isinstance(request, _Malformed):
+        raise InvalidArgument(request.message)
+    validate(rpc, request)
+
+
+def _short(msg: Message | _Malformed) -> str:
+    if isinstance(msg, _Malformed):
+        return msg.message
     return text_format.MessageToString(msg, as_one_line=True)[:2000]
 
 
@@ -46,7 +72,7 @@ def _unary(rpc: str, method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("%s request: %s", rpc, _short(request))
-            validate(rpc, request)
+            _check_request(rpc, request)
             response = await method(request, context)
             if logger.isEnabledFor(logging.DEBUG):
                 ms = (time.monotonic() - started) * 1000
@@ -67,7 +93,7 @@ def _server_stream(rpc: str, method: Callable[..., Any]) -> Callable[..., Any]:
         started = time.monotonic()
         try:
             logger.debug("%s stream opened: %s", rpc, _short(request))
-            validate(rpc, request)
+            _check_request(rpc, request)
             async for item in method(request, context):
                 yield item
             logger.debug("%s stream closed after %.1f ms", rpc, (time.monotonic() - started) * 1000)
@@ -109,6 +135,6 @@ def generic_handler(service: ServiceDescriptor, servicers: list[object]) -> grpc
             fn = (_server_stream if streaming else _unary)(method.name, impl)
         make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
         handlers[method.name] = make(
-            fn, request_deserializer=request_type.FromString, response_serializer=response_type.SerializeToString
+            fn, request_deserializer=_deserializer(request_type), response_serializer=response_type.SerializeToString
         )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
