@@ -89,6 +89,7 @@ def generate_cri_stubs(out_dir: pathlib.Path) -> None:
             f"-I{include}",
             f"--python_out={out_dir}",
             f"--grpc_python_out={out_dir}",
+            f"--pyi_out={out_dir}",
             str(proto_dir / "api.proto"),
         ]
     )

@@ -30,4 +30,5 @@ class BuildExtWithExecutables(build_ext):
 
 setup(
     cffi_modules=["build.py:ffibuilder"],  # setuptools refuses this key in pyproject.toml
-    cmdclass={"build_py": BuildPyWithStubs, "build_ext": BuildExtWithExecutables})
+    cmdclass={"build_py": BuildPyWithStubs, "build_ext": BuildExtWithExecutables},
+)

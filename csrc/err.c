@@ -13,8 +13,8 @@ static void copy_bounded(char *dst, size_t size, const char *src)
     snprintf(dst, size, "%s", src);
 }
 
-int pycrio_err_set(struct pycrio_err *err, int errnum, const char *step,
-                   const char *path, const char *fmt, ...)
+int pycrio_err_set(struct pycrio_err *err, int errnum, const char *step, const char *path,
+                   const char *fmt, ...)
 {
     if (errnum <= 0)
         errnum = EIO; /* a failure must never look like success */

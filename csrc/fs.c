@@ -15,8 +15,7 @@ long long pycrio_fs_type(const char *path, struct pycrio_err *err)
     if (statfs(path, &st) < 0) {
         int saved = errno;
 
-        return pycrio_err_set(err, saved, "statfs", path, "statfs %s: %s", path,
-                              strerror(saved));
+        return pycrio_err_set(err, saved, "statfs", path, "statfs %s: %s", path, strerror(saved));
     }
     /* f_type is a signed long holding an unsigned 32-bit magic. */
     return (long long)(unsigned int)st.f_type;

@@ -76,8 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_version(args: argparse.Namespace) -> int:
     from pycrio.server.runtime_info import RUNTIME_API_VERSION, RUNTIME_NAME
 
-    info = {"name": RUNTIME_NAME, "version": __version__, "runtime_api_version": RUNTIME_API_VERSION,
-            "python": sys.version.split()[0]}
+    info = {
+        "name": RUNTIME_NAME,
+        "version": __version__,
+        "runtime_api_version": RUNTIME_API_VERSION,
+        "python": sys.version.split()[0],
+    }
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -168,8 +172,14 @@ def cmd_wipe(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, None: cmd_run, "version": cmd_version, "config": cmd_config,
-            "status": cmd_status, "wipe": cmd_wipe}
+COMMANDS = {
+    "run": cmd_run,
+    None: cmd_run,
+    "version": cmd_version,
+    "config": cmd_config,
+    "status": cmd_status,
+    "wipe": cmd_wipe,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

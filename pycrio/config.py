@@ -59,12 +59,13 @@ def opt(default: Any, doc: str, *, choices: tuple[str, ...] = (), path: bool = F
 class RuntimeHandlerConfig:
     """[pycrio.runtime.runtimes.NAME]: one OCI runtime handler."""
 
-    runtime_path: str = opt("", "The OCI runtime binary; \"\" looks up the handler's name on $PATH.")
+    runtime_path: str = opt("", 'The OCI runtime binary; "" looks up the handler\'s name on $PATH.')
     runtime_root: str = opt(
         "", "State directory passed to the runtime as --root.", path=True, derived="<runroot>/runtime/<name>"
     )
-    runtime_type: str = opt("oci", "How the runtime is driven; only \"oci\" (runc/crun command line) exists.",
-                            choices=("oci",))
+    runtime_type: str = opt(
+        "oci", 'How the runtime is driven; only "oci" (runc/crun command line) exists.', choices=("oci",)
+    )
 
 
 @dataclass
@@ -80,12 +81,14 @@ class RuntimeConfig:
     """[pycrio.runtime]: containers and their OCI runtime."""
 
     default_runtime: str = opt("runc", "Runtime handler used when a pod names none.")
-    cgroup_manager: str = opt("cgroupfs", "Cgroup driver, matching the kubelet's cgroupDriver.",
-                              choices=("cgroupfs", "systemd"))
+    cgroup_manager: str = opt(
+        "cgroupfs", "Cgroup driver, matching the kubelet's cgroupDriver.", choices=("cgroupfs", "systemd")
+    )
     exits_dir: str = opt("", "Where monitors write container exit files.", path=True, derived="<runroot>/exits")
     namespaces_dir: str = opt("", "Where pod namespaces are pinned.", path=True, derived="<runroot>/ns")
-    log_dir: str = opt("/var/log/pycrio/pods", "Container logs for pods whose log directory the kubelet leaves empty.",
-                       path=True)
+    log_dir: str = opt(
+        "/var/log/pycrio/pods", "Container logs for pods whose log directory the kubelet leaves empty.", path=True
+    )
     default_capabilities: list[str] = opt(DEFAULT_CAPABILITIES, "Capabilities a container gets unless it drops them.")
     runtimes: dict[str, RuntimeHandlerConfig] = field(
         default_factory=lambda: {"runc": RuntimeHandlerConfig()},
@@ -97,17 +100,20 @@ class RuntimeConfig:
 class ImageConfig:
     """[pycrio.image]: pulling and storing images."""
 
-    registries_conf: str = opt("/etc/containers/registries.conf",
-                               "containers-registries.conf(5) v2 file: search registries, aliases, mirrors.",
-                               path=True)
+    registries_conf: str = opt(
+        "/etc/containers/registries.conf",
+        "containers-registries.conf(5) v2 file: search registries, aliases, mirrors.",
+        path=True,
+    )
 
 
 @dataclass
 class Config:
     """[pycrio]: the whole configuration."""
 
-    root: str = opt("/var/lib/pycrio", "Persistent state: images, layers, containers, the metadata database.",
-                    path=True)
+    root: str = opt(
+        "/var/lib/pycrio", "Persistent state: images, layers, containers, the metadata database.", path=True
+    )
     runroot: str = opt("/run/pycrio", "Volatile state: socket, pinned namespaces, exit files.", path=True)
     log_level: str = opt("info", "Daemon log level (reloaded on SIGHUP).", choices=LOG_LEVELS)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -159,7 +165,7 @@ def _toml_key_line(text: str, keypath: list[str]) -> int | None:
     return table_line
 
 
-def _check_value(value: Any, f: dataclasses.Field, key: str, where: dict[str, Any]) -> Any:
+def _check_value(value: Any, f: dataclasses.Field, key: str, where: tuple[str, int | None]) -> Any:
     expected = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     ok = {
         "str": isinstance(value, str),
@@ -171,17 +177,17 @@ def _check_value(value: Any, f: dataclasses.Field, key: str, where: dict[str, An
         raise AssertionError(f"config schema: unsupported type {expected} for {key}")
     if not ok:
         wanted = {"str": "a string", "int": "an integer", "bool": "true or false", "list[str]": "a list of strings"}
-        raise ConfigError(f"expected {wanted[expected]}, got {type(value).__name__} {value!r}", key=key, **where)
+        raise ConfigError(f"expected {wanted[expected]}, got {type(value).__name__} {value!r}", *where, key=key)
     meta = f.metadata
     if key.endswith("log_level") and isinstance(value, str):
         value = LOG_LEVEL_ALIASES.get(value.lower(), value.lower())
     if meta.get("choices") and value not in meta["choices"]:
         choices = ", ".join(repr(c) for c in meta["choices"])
-        raise ConfigError(f"expected one of {choices}, got {value!r}", key=key, **where)
+        raise ConfigError(f"expected one of {choices}, got {value!r}", *where, key=key)
     if meta.get("path") and value and not os.path.isabs(value.removeprefix("unix://")):
-        raise ConfigError(f"expected an absolute path, got {value!r}", key=key, **where)
+        raise ConfigError(f"expected an absolute path, got {value!r}", *where, key=key)
     if expected == "int" and value < 0:
-        raise ConfigError(f"expected a non-negative integer, got {value}", key=key, **where)
+        raise ConfigError(f"expected a non-negative integer, got {value}", *where, key=key)
     return value
 
 
@@ -190,25 +196,25 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str, source: str, text: str) 
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for name, value in data.items():
         key = f"{prefix}.{name}"
-        where = {"source": source, "line": _toml_key_line(text, key.split("."))}
+        where = (source, _toml_key_line(text, key.split(".")))
         f = fields.get(name)
         if f is None:
             known = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown option (known here: {known})", key=key, **where)
+            raise ConfigError(f"unknown option (known here: {known})", *where, key=key)
         current = getattr(obj, name)
         if f.metadata.get("table_of"):
             if not isinstance(value, dict):
-                raise ConfigError("expected a table of named entries", key=key, **where)
+                raise ConfigError("expected a table of named entries", *where, key=key)
             for entry_name, entry in value.items():
                 if not isinstance(entry, dict):
-                    raise ConfigError("expected a table", key=f"{key}.{entry_name}", **where)
+                    raise ConfigError("expected a table", *where, key=f"{key}.{entry_name}")
                 handler = current.get(entry_name) or RuntimeHandlerConfig()
                 handler = dataclasses.replace(handler)
                 _apply(handler, entry, f"{key}.{entry_name}", source, text)
                 current[entry_name] = handler
         elif dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError("expected a table", key=key, **where)
+                raise ConfigError("expected a table", *where, key=key)
             _apply(current, value, key, source, text)
         else:
             setattr(obj, name, _check_value(value, f, key, where))
@@ -224,14 +230,18 @@ def _load_file(cfg: Config, path: pathlib.Path) -> tuple[dict[str, Any], str]:
         text = raw.decode()
         data = tomllib.loads(text)
     except UnicodeDecodeError as e:
-        raise ConfigError("not UTF-8 text", source=str(path), line=raw[:e.start].count(b"\n") + 1) from e
+        raise ConfigError("not UTF-8 text", source=str(path), line=raw[: e.start].count(b"\n") + 1) from e
     except tomllib.TOMLDecodeError as e:
         line = re.search(r"line (\d+)", str(e))
         raise ConfigError(f"invalid TOML: {e}", source=str(path), line=int(line.group(1)) if line else None) from e
     for top, value in data.items():
         if top != "pycrio":
-            raise ConfigError("unknown table (everything lives under [pycrio])", source=str(path),
-                              line=_toml_key_line(text, [top]), key=top)
+            raise ConfigError(
+                "unknown table (everything lives under [pycrio])",
+                source=str(path),
+                line=_toml_key_line(text, [top]),
+                key=top,
+            )
         if not isinstance(value, dict):
             raise ConfigError("expected a table", source=str(path), line=_toml_key_line(text, [top]), key=top)
         _apply(cfg, value, "pycrio", str(path), text)
@@ -252,8 +262,9 @@ def config_files(config_file: str | None, config_dir: str | None) -> list[pathli
     return files
 
 
-def load(config_file: str | None = None, config_dir: str | None = None,
-         overrides: dict[str, Any] | None = None) -> Config:
+def load(
+    config_file: str | None = None, config_dir: str | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
     """Defaults <- config_file <- config_dir/*.conf (lexical) <- overrides ({"pycrio.root": "/x"})."""
     cfg = Config()
     origin: dict[str, Any] = {}  # where default_runtime was last set, for _check_whole's error
@@ -279,8 +290,9 @@ def _check_whole(cfg: Config, origin: dict[str, Any]) -> None:
     """Checks that span options, after every source applied; origin: where default_runtime was set."""
     if cfg.runtime.default_runtime not in cfg.runtime.runtimes:
         known = ", ".join(sorted(cfg.runtime.runtimes)) or "none"
-        raise ConfigError(f"names no configured runtime handler (configured: {known})",
-                          key="pycrio.runtime.default_runtime", **origin)
+        raise ConfigError(
+            f"names no configured runtime handler (configured: {known})", key="pycrio.runtime.default_runtime", **origin
+        )
 
 
 # ---------------------------------------------------------------- rendering
@@ -327,7 +339,9 @@ def _render_table(obj: Any, defaults: Any, table: str, out: list[str]) -> None:
 
 def render(cfg: Config) -> str:
     """cfg as commented TOML, each option with its documentation and default."""
-    out = ["# pycrio configuration (TOML). Files apply in this order, later wins:",
-           f"#   built-in defaults, {DEFAULT_CONFIG_FILE}, {DEFAULT_CONFIG_DIR}/*.conf (lexical), flags."]
+    out = [
+        "# pycrio configuration (TOML). Files apply in this order, later wins:",
+        f"#   built-in defaults, {DEFAULT_CONFIG_FILE}, {DEFAULT_CONFIG_DIR}/*.conf (lexical), flags.",
+    ]
     _render_table(cfg, Config(), "pycrio", out)
     return "\n".join(out) + "\n"

@@ -34,8 +34,12 @@ class Daemon:
         self.stopped = asyncio.Event()
 
     def prepare_dirs(self) -> None:
-        for path, mode in ((self.cfg.root, 0o711), (self.cfg.runroot, 0o711),
-                           (self.cfg.runtime.exits_dir, 0o700), (self.cfg.runtime.namespaces_dir, 0o711)):
+        for path, mode in (
+            (self.cfg.root, 0o711),
+            (self.cfg.runroot, 0o711),
+            (self.cfg.runtime.exits_dir, 0o700),
+            (self.cfg.runtime.namespaces_dir, 0o711),
+        ):
             os.makedirs(path, mode=mode, exist_ok=True)
         if native.fs_type(self.cfg.root) == native.OVERLAYFS_MAGIC:
             raise FailedPrecondition(f"root {self.cfg.root} is on overlayfs, which cannot hold overlay upper dirs")
@@ -49,7 +53,10 @@ class Daemon:
         servicers: list[object] = [RuntimeInfoServicer(self)]
         services = api_pb2.DESCRIPTOR.services_by_name
         server.add_generic_rpc_handlers(
-            [generic_handler(services["RuntimeService"], servicers), generic_handler(services["ImageService"], servicers)]
+            [
+                generic_handler(services["RuntimeService"], servicers),
+                generic_handler(services["ImageService"], servicers),
+            ]
         )
         return server
 
@@ -69,8 +76,9 @@ class Daemon:
                 await self.server.stop(None)
             self.lock.release()
             raise
-        logger.info("pycrio %s serving the CRI on %s (root %s, runroot %s)", __version__, path,
-                    self.cfg.root, self.cfg.runroot)
+        logger.info(
+            "pycrio %s serving the CRI on %s (root %s, runroot %s)", __version__, path, self.cfg.root, self.cfg.runroot
+        )
 
     async def stop(self) -> None:
         """Let in-flight RPCs finish for SHUTDOWN_GRACE seconds, cancel the rest, release the socket."""

@@ -108,17 +108,26 @@ class Daemon:
             f.write(text)
 
     def args(self) -> list[str]:
-        return ["--config", self.config_file, "--config-dir", self.config_dir,
-                "--root", self.root, "--runroot", self.runroot, *self.extra_args]
+        return [
+            "--config",
+            self.config_file,
+            "--config-dir",
+            self.config_dir,
+            "--root",
+            self.root,
+            "--runroot",
+            self.runroot,
+            *self.extra_args,
+        ]
 
     def start(self, wait: bool = True) -> Daemon:
         os.makedirs(self.config_dir, exist_ok=True)
         if not os.path.exists(self.config_file):
             open(self.config_file, "w").close()
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "pycrio.cli", *self.args()],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pycrio.cli", *self.args()], stdout=log, stderr=subprocess.STDOUT
+            )
         if wait:
             self.wait_ready()
         return self

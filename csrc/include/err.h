@@ -12,8 +12,8 @@
 #define PYCRIO_ERR_MSG_MAX 512
 
 struct pycrio_err {
-    int errnum;                      /* positive errno of the failure */
-    char step[48];                   /* the failing syscall or step, e.g. "statfs" */
-    char path[4096];                 /* the path it failed on, "" when none */
-    char msg[512];                   /* a human sentence with the details */
+    int errnum;      /* positive errno of the failure */
+    char step[48];   /* the failing syscall or step, e.g. "statfs" */
+    char path[4096]; /* the path it failed on, "" when none */
+    char msg[512];   /* a human sentence with the details */
 };

@@ -7,8 +7,7 @@
 
 /* Fill `err` (when not NULL) and return -errnum, so callers can write
  * `return pycrio_err_set(err, errno, "open", path, "cannot open %s", path);` */
-int pycrio_err_set(struct pycrio_err *err, int errnum, const char *step,
-                   const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+int pycrio_err_set(struct pycrio_err *err, int errnum, const char *step, const char *path,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 #endif

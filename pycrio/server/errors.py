@@ -20,7 +20,8 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
 
 def message_chain(exc: BaseException) -> str:
     """str(exc) followed by its causes, so the client sees the whole context."""
-    parts, seen = [], set()
+    parts: list[str] = []
+    seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))

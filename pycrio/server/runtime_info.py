@@ -48,8 +48,12 @@ class RuntimeInfoServicer:
         handler = self.cfg.runtime.default_runtime
         if runtime_binary(self.cfg, handler) is None:
             wanted = self.cfg.runtime.runtimes[handler].runtime_path or f"{handler} on $PATH"
-            return _condition("RuntimeReady", False, "OCIRuntimeNotFound",
-                              f"default runtime handler {handler!r}: {wanted} is not an executable file")
+            return _condition(
+                "RuntimeReady",
+                False,
+                "OCIRuntimeNotFound",
+                f"default runtime handler {handler!r}: {wanted} is not an executable file",
+            )
         for path in (self.cfg.root, self.cfg.runroot):
             if not os.access(path, os.W_OK | os.X_OK):
                 return _condition("RuntimeReady", False, "StateDirUnusable", f"{path} is not a writable directory")
@@ -59,8 +63,12 @@ class RuntimeInfoServicer:
         conditions = [
             self._runtime_condition(),
             # Pod networking comes with the network issue; until then pods get loopback only.
-            _condition("NetworkReady", False, "NetworkPluginNotReady",
-                       "pycrio has no pod network yet: pods get a loopback interface only"),
+            _condition(
+                "NetworkReady",
+                False,
+                "NetworkPluginNotReady",
+                "pycrio has no pod network yet: pods get a loopback interface only",
+            ),
         ]
         handlers = [api_pb2.RuntimeHandler(name="", features=api_pb2.RuntimeHandlerFeatures())]
         handlers += [

@@ -25,11 +25,13 @@ def _call(channel, service, method, request):
     path = f"/{service.full_name}/{method.name}"
     response_type = getattr(api_pb2, method.output_type.name)
     if method.server_streaming:
-        call = channel.unary_stream(path, request_serializer=lambda m: m.SerializeToString(),
-                                    response_deserializer=response_type.FromString)
+        call = channel.unary_stream(
+            path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=response_type.FromString
+        )
         return list(call(request, timeout=5))
-    call = channel.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
-                               response_deserializer=response_type.FromString)
+    call = channel.unary_unary(
+        path, request_serializer=lambda m: m.SerializeToString(), response_deserializer=response_type.FromString
+    )
     return call(request, timeout=5)
 
 
@@ -66,8 +68,7 @@ def test_malformed_request_bytes_are_refused(daemon, channel):
 
 
 def test_oversized_message_is_resource_exhausted(daemon, channel):
-    call = channel.unary_unary("/runtime.v1.RuntimeService/Version",
-                               request_serializer=lambda m: m.SerializeToString())
+    call = channel.unary_unary("/runtime.v1.RuntimeService/Version", request_serializer=lambda m: m.SerializeToString())
     huge = api_pb2.VersionRequest(version="x" * (17 * 1024 * 1024))
     with pytest.raises(grpc.RpcError) as info:
         call(huge, timeout=10)

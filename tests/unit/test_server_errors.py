@@ -10,17 +10,20 @@ from pycrio.native import NativeError
 from pycrio.server.errors import status_for
 
 
-@pytest.mark.parametrize("exc,code", [
-    (errors.NotFound("pod x not found"), grpc.StatusCode.NOT_FOUND),
-    (errors.AlreadyExists("name taken"), grpc.StatusCode.ALREADY_EXISTS),
-    (errors.InvalidArgument("bad"), grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.FailedPrecondition("not running"), grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.ResourceExhausted("disk full"), grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.DeadlineExceeded("too slow"), grpc.StatusCode.DEADLINE_EXCEEDED),
-    (TimeoutError("timed out"), grpc.StatusCode.DEADLINE_EXCEEDED),
-    (errors.Unimplemented("later"), grpc.StatusCode.UNIMPLEMENTED),
-    (RuntimeError("boom"), grpc.StatusCode.INTERNAL),
-])
+@pytest.mark.parametrize(
+    "exc,code",
+    [
+        (errors.NotFound("pod x not found"), grpc.StatusCode.NOT_FOUND),
+        (errors.AlreadyExists("name taken"), grpc.StatusCode.ALREADY_EXISTS),
+        (errors.InvalidArgument("bad"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.FailedPrecondition("not running"), grpc.StatusCode.FAILED_PRECONDITION),
+        (errors.ResourceExhausted("disk full"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.DeadlineExceeded("too slow"), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (TimeoutError("timed out"), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (errors.Unimplemented("later"), grpc.StatusCode.UNIMPLEMENTED),
+        (RuntimeError("boom"), grpc.StatusCode.INTERNAL),
+    ],
+)
 def test_codes(exc, code):
     got, message = status_for(exc)
     assert got == code

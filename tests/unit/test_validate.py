@@ -20,14 +20,21 @@ def test_every_required_rpc_exists_and_names_real_fields():
             break  # the first missing path is reported first
 
 
-@pytest.mark.parametrize("rpc,request_", [
-    ("StopPodSandbox", api_pb2.StopPodSandboxRequest()),
-    ("ContainerStatus", api_pb2.ContainerStatusRequest()),
-    ("ExecSync", api_pb2.ExecSyncRequest(container_id="abc")),
-    ("PullImage", api_pb2.PullImageRequest(image=api_pb2.ImageSpec())),
-    ("CreateContainer", api_pb2.CreateContainerRequest(
-        pod_sandbox_id="p", config=api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name="c")))),
-])
+@pytest.mark.parametrize(
+    "rpc,request_",
+    [
+        ("StopPodSandbox", api_pb2.StopPodSandboxRequest()),
+        ("ContainerStatus", api_pb2.ContainerStatusRequest()),
+        ("ExecSync", api_pb2.ExecSyncRequest(container_id="abc")),
+        ("PullImage", api_pb2.PullImageRequest(image=api_pb2.ImageSpec())),
+        (
+            "CreateContainer",
+            api_pb2.CreateContainerRequest(
+                pod_sandbox_id="p", config=api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name="c"))
+            ),
+        ),
+    ],
+)
 def test_missing_required_field(rpc, request_):
     with pytest.raises(InvalidArgument, match="is required"):
         v.validate(rpc, request_)
@@ -40,8 +47,7 @@ def test_complete_requests_pass():
 
 
 def test_unknown_enum_value_is_refused_with_names():
-    request = api_pb2.ListContainersRequest(filter=api_pb2.ContainerFilter(
-        state=api_pb2.ContainerStateValue(state=42)))
+    request = api_pb2.ListContainersRequest(filter=api_pb2.ContainerFilter(state=api_pb2.ContainerStateValue(state=42)))
     with pytest.raises(InvalidArgument) as info:
         v.validate("ListContainers", request)
     assert "ListContainersRequest.filter.state.state: 42" in str(info.value)
@@ -64,7 +70,8 @@ def test_id_length_limit():
 
 
 def test_string_limit_in_map_values():
-    cfg = api_pb2.PodSandboxConfig(metadata=api_pb2.PodSandboxMetadata(name="p"),
-                                   annotations={"big": "x" * (v.MAX_STRING_LENGTH + 1)})
+    cfg = api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name="p"), annotations={"big": "x" * (v.MAX_STRING_LENGTH + 1)}
+    )
     with pytest.raises(InvalidArgument, match=r"annotations\['big'\]"):
         v.validate("RunPodSandbox", api_pb2.RunPodSandboxRequest(config=cfg))
