@@ -45,7 +45,7 @@ test-e2e: build ## end-to-end tests against real daemons
 
 test-asan: build ## C tests with AddressSanitizer + UBSan (a sanitized copy under build/asan)
 	rm -rf build/asan && mkdir -p build/asan
-	cp -r build.py csrc pycrio tests pyproject.toml build/asan/ && rm -rf build/asan/pycrio/bin build/asan/pycrio/*.so
+	cp -r build.py csrc pycrio tests pyproject.toml README.md build/asan/ && rm -rf build/asan/pycrio/bin build/asan/pycrio/*.so
 	cd build/asan && PYCRIO_SANITIZE=1 ../../$(PY) build.py
 	cd build/asan && PYCRIO_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
