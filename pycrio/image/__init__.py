@@ -1,0 +1,1 @@
+"""Images: names, registries.conf, manifests and the registry (distribution API v2) client."""

@@ -1,0 +1,99 @@
+"""The metadata database: one sqlite file (WAL) under root, its schema and migrations.
+
+Calls are short (sub-millisecond with WAL and synchronous=NORMAL) and run on the
+event loop's thread; nothing else touches the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+
+logger = logging.getLogger("pycrio.state")
+
+# Each entry upgrades the schema by one version (PRAGMA user_version); never edit a released one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE layers (
+        chain_id    TEXT PRIMARY KEY,      -- sha256 chain id: the layer and everything below it
+        diff_id     TEXT NOT NULL,         -- sha256 of the uncompressed tar
+        parent      TEXT,                  -- chain id of the layer below, NULL for a base layer
+        blob_digest TEXT NOT NULL,         -- the compressed blob it came from
+        size        INTEGER NOT NULL,      -- bytes of file data in its directory
+        inodes      INTEGER NOT NULL,      -- entries in its directory
+        created_ns  INTEGER NOT NULL
+    );
+    CREATE TABLE images (
+        id              TEXT PRIMARY KEY,  -- "sha256:<config digest>", the CRI image id
+        manifest_digest TEXT NOT NULL,
+        index_digest    TEXT,              -- the index/list the manifest was chosen from
+        layers          TEXT NOT NULL,     -- JSON list of chain ids, base first
+        blobs           TEXT NOT NULL,     -- JSON list of every blob digest the image holds on to
+        size            INTEGER NOT NULL,
+        user            TEXT NOT NULL,     -- the config's User
+        created_ns      INTEGER NOT NULL
+    );
+    CREATE TABLE image_names (
+        name     TEXT PRIMARY KEY,         -- "registry/repo:tag" or "registry/repo@sha256:..."
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        kind     TEXT NOT NULL CHECK (kind IN ('tag', 'digest'))
+    );
+    CREATE INDEX image_names_by_image ON image_names(image_id);
+    """,
+]
+
+
+class Database:
+    """The sqlite connection with the schema brought up to date."""
+
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        self.path = path
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"{self.path} has schema version {version}, newer than this pycrio knows ({len(MIGRATIONS)})"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            with self.transaction():
+                for statement in _statements(MIGRATIONS[number]):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {number + 1}")
+            logger.info("database %s upgraded to schema version %d", self.path, number + 1)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would COMMIT our transaction)."""
+    out, current = [], []
+    for line in script.splitlines():
+        current.append(line)
+        if sqlite3.complete_statement("\n".join(current)):
+            out.append("\n".join(current))
+            current = []
+    return [s for s in out if s.strip()]
