@@ -105,6 +105,11 @@ class ImageConfig:
         "containers-registries.conf(5) v2 file: search registries, aliases, mirrors.",
         path=True,
     )
+    pull_progress_timeout: int = opt(60, "Seconds a pull may go without receiving a byte before it is cancelled.")
+    max_concurrent_downloads: int = opt(3, "Layers downloaded and extracted at once, across all pulls.")
+    pinned_images: list[str] = opt(
+        [], "Images reported pinned (never garbage-collected by the kubelet): exact names, or globs ending in '*'."
+    )
 
 
 @dataclass

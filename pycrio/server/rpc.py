@@ -21,7 +21,7 @@ from pycrio import __version__, log
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
 from pycrio.server.errors import status_for
-from pycrio.server.validate import validate
+from pycrio.server.validate import is_repeated, validate
 
 logger = logging.getLogger("pycrio.rpc")
 
@@ -49,9 +49,25 @@ def _check_request(rpc: str, request: Message | _Malformed) -> None:
     validate(rpc, request)
 
 
+def _redacted(msg: Message) -> Message:
+    """A copy of msg with every field marked debug_redact (credentials) replaced."""
+    copy = type(msg)()
+    copy.CopyFrom(msg)
+    stack = [copy]
+    while stack:
+        current = stack.pop()
+        for field, value in current.ListFields():
+            if field.GetOptions().debug_redact and field.type == field.TYPE_STRING:
+                setattr(current, field.name, "[redacted]")
+            elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+                stack.extend(value if is_repeated(field) else [value])
+    return copy
+
+
 def _short(msg: Message | _Malformed) -> str:
     if isinstance(msg, _Malformed):
         return msg.message
+    msg = _redacted(msg)
     return text_format.MessageToString(msg, as_one_line=True)[:2000]
 
 

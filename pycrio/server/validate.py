@@ -44,12 +44,12 @@ def _is_set(msg: Message, path: str) -> bool:
             return False
         msg = getattr(msg, name)
     field = msg.DESCRIPTOR.fields_by_name[last]
-    if field.message_type is not None and not _is_repeated(field):
+    if field.message_type is not None and not is_repeated(field):
         return msg.HasField(last)
     return bool(getattr(msg, last))
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
+def is_repeated(field: FieldDescriptor) -> bool:
     # protobuf 7 dropped FieldDescriptor.label; older releases lack is_repeated.
     if hasattr(field, "is_repeated"):
         return bool(field.is_repeated)
@@ -81,7 +81,7 @@ def check_message(msg: Message, where: str) -> None:
                     check_message(item, f"{name}[{key[:64]!r}]")
                 else:
                     _check_scalar(value_field, item, f"{name}[{key[:64]!r}]")
-        elif _is_repeated(field):
+        elif is_repeated(field):
             for index, item in enumerate(value):
                 if field.message_type is not None:
                     check_message(item, f"{name}[{index}]")
