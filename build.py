@@ -18,9 +18,21 @@ HERE = pathlib.Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 
 # Headers fed to cdef, in this order: err.h first, every later header uses it.
-CDEF_HEADERS = ["err.h", "fs.h"]
+CDEF_HEADERS = ["err.h", "fs.h", "extract.h"]
 # C files linked into the extension module.
-EXTENSION_SOURCES = ["err.c", "fs.c"]
+EXTENSION_SOURCES = [
+    "err.c",
+    "fs.c",
+    "extract.c",
+    "extract_stream.c",
+    "extract_decompress.c",
+    "extract_tar.c",
+    "extract_path.c",
+    "extract_entry.c",
+    "extract_whiteout.c",
+]
+# Libraries of the extension: zlib and zstd (layers), libcrypto (SHA-256); ISA-L when present.
+EXTENSION_LIBRARIES = ["z", "zstd", "crypto"]
 # Executables installed as pycrio/bin/<name>: sources, extra flags, libraries.
 EXECUTABLES: dict[str, dict[str, list[str]]] = {
     "pycrio-pause": {"sources": ["pause/pause.c"], "cflags": ["-static"], "libs": []},
@@ -36,6 +48,25 @@ def sanitizer_flags() -> list[str]:
     return []
 
 
+def have_header(header: str) -> bool:
+    """Whether the C compiler finds <header> (an optional library's development files)."""
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    probe = subprocess.run(
+        [*cc.split(), "-E", "-x", "c", "-", "-o", os.devnull],
+        input=f"#include <{header}>\n",
+        text=True,
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+def extension_libraries() -> tuple[list[str], list[tuple[str, str | None]]]:
+    """Libraries and macros of the extension: ISA-L's igzip for gzip when isa-l.h exists."""
+    if have_header("isa-l.h"):
+        return [*EXTENSION_LIBRARIES, "isal"], [("PYCRIO_HAVE_ISAL", "1")]
+    return list(EXTENSION_LIBRARIES), []
+
+
 def _cdef_text() -> str:
     return "\n".join((CSRC / "include" / name).read_text() for name in CDEF_HEADERS)
 
@@ -46,6 +77,7 @@ def _source_prelude() -> str:
     return "\n".join(includes)
 
 
+_libraries, _macros = extension_libraries()
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef_text())
 ffibuilder.set_source(
@@ -53,6 +85,8 @@ ffibuilder.set_source(
     _source_prelude(),
     sources=[f"csrc/{src}" for src in EXTENSION_SOURCES],  # setuptools wants relative paths,
     include_dirs=["csrc"],
+    libraries=_libraries,
+    define_macros=_macros,
     extra_compile_args=CFLAGS + sanitizer_flags(),
     extra_link_args=sanitizer_flags(),
 )

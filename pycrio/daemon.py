@@ -15,8 +15,11 @@ from pycrio import __version__, config, listen, log, native
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.errors import FailedPrecondition
+from pycrio.image.images import Images
+from pycrio.server.image_service import ImageServicer
 from pycrio.server.rpc import generic_handler
 from pycrio.server.runtime_info import RuntimeInfoServicer
+from pycrio.state import Database
 
 logger = logging.getLogger("pycrio.daemon")
 
@@ -30,6 +33,8 @@ class Daemon:
         self.cfg = cfg.resolved()
         self._reload = reload
         self.server: grpc.aio.Server | None = None
+        self.db: Database | None = None
+        self.images: Images | None = None
         self.lock = listen.SocketLock(listen.socket_path(self.cfg.api.listen))
         self.stopped = asyncio.Event()
 
@@ -50,7 +55,8 @@ class Daemon:
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg)]
         )
-        servicers: list[object] = [RuntimeInfoServicer(self)]
+        assert self.images is not None
+        servicers: list[object] = [RuntimeInfoServicer(self), ImageServicer(self.images)]
         services = api_pb2.DESCRIPTOR.services_by_name
         server.add_generic_rpc_handlers(
             [
@@ -66,6 +72,9 @@ class Daemon:
         self.prepare_dirs()
         self.lock.acquire()
         try:
+            self.db = Database(os.path.join(self.cfg.root, "pycrio.db"))
+            self.images = Images(self.cfg, self.db)
+            self.images.recover()
             listen.clear_stale(path)
             self.server = self.create_server()
             self.server.add_insecure_port(f"unix:{path}")
@@ -74,6 +83,7 @@ class Daemon:
         except BaseException:
             if self.server is not None:
                 await self.server.stop(None)
+            await self._close_state()
             self.lock.release()
             raise
         logger.info(
@@ -87,11 +97,20 @@ class Daemon:
         logger.info("shutting down: in-flight requests get %.0f s", SHUTDOWN_GRACE)
         await self.server.stop(SHUTDOWN_GRACE)
         self.server = None
+        await self._close_state()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(listen.socket_path(self.cfg.api.listen))
         self.lock.release()
         logger.info("stopped")
         self.stopped.set()
+
+    async def _close_state(self) -> None:
+        if self.images is not None:
+            await self.images.close()
+            self.images = None
+        if self.db is not None:
+            self.db.close()
+            self.db = None
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; apply what can change while running."""

@@ -33,3 +33,15 @@ class DeadlineExceeded(PycrioError, TimeoutError):
 
 class Unimplemented(PycrioError, NotImplementedError):
     """The RPC or option is not implemented by this version of pycrio."""
+
+
+class Unauthenticated(PycrioError, PermissionError):
+    """The registry (or its token service) wants credentials that were not given or were refused."""
+
+
+class PermissionDenied(PycrioError, PermissionError):
+    """The credentials were accepted but do not allow the operation."""
+
+
+class Unavailable(PycrioError, ConnectionError):
+    """A service the request needs (a registry) cannot be reached or keeps failing; retrying later may work."""

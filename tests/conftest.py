@@ -17,6 +17,8 @@ import pytest
 
 from pycrio.cri import api_pb2, api_pb2_grpc
 
+pytest_plugins = ["tests.support.fixtures"]
+
 START_TIMEOUT = 15.0
 
 

@@ -7,8 +7,8 @@ import os
 import secrets
 import shutil
 
+from pycrio import digest as dg
 from pycrio.errors import InvalidArgument
-from pycrio.storage import digest as dg
 
 
 class ContentStore:
@@ -46,7 +46,7 @@ class ContentStore:
 
     def write(self, digest: str, data: bytes) -> None:
         """Store small data (manifest, config) after checking it hashes to digest."""
-        if dg.sha256(data) != digest:
+        if dg.sha256_digest(data) != digest:
             raise InvalidArgument(f"content does not match its digest {digest}")
         if self.has(digest):
             return

@@ -6,7 +6,7 @@ import os
 import secrets
 import shutil
 
-from pycrio.storage import digest as dg
+from pycrio import digest as dg
 
 
 class LayerStore:

@@ -7,7 +7,17 @@ import pytest
 
 from pycrio.cri import api_pb2
 
-IMPLEMENTED = {"Version", "Status", "RuntimeConfig"}
+IMPLEMENTED = {
+    "Version",
+    "Status",
+    "RuntimeConfig",
+    "PullImage",
+    "ImageStatus",
+    "ListImages",
+    "StreamImages",
+    "RemoveImage",
+    "ImageFsInfo",
+}
 
 
 def _methods():

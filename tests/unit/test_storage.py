@@ -7,8 +7,8 @@ import os
 
 import pytest
 
+from pycrio import digest as dg
 from pycrio.errors import InvalidArgument
-from pycrio.storage import digest as dg
 from pycrio.storage.content import ContentStore
 from pycrio.storage.layers import LayerStore
 
@@ -19,10 +19,10 @@ def _sha(data: bytes) -> str:
 
 def test_check_digest():
     d = _sha(b"x")
-    assert dg.check(d) == d
+    assert dg.check_digest(d) == d
     for bad in ["sha256:" + "A" * 64, "sha512:" + "a" * 128, "sha256:abc", "", "a" * 64, "sha256:" + "a" * 64 + "\n"]:
         with pytest.raises(InvalidArgument):
-            dg.check(bad)
+            dg.check_digest(bad)
 
 
 def test_chain_ids_follow_the_oci_rule():

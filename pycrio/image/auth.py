@@ -1,0 +1,279 @@
+"""Registry credentials, auth challenges and bearer tokens (Docker token spec, OAuth2 refresh tokens).
+
+Credentials go only to the registry they were given for: the host named by
+`server_address` when the kubelet gave one, otherwise the origin (non-mirror)
+source of the pull. A mirror on another host is asked anonymously.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from yarl import URL
+
+from pycrio.errors import DeadlineExceeded, InvalidArgument, PycrioError, Unauthenticated, Unavailable
+
+if TYPE_CHECKING:
+    from pycrio.cri import api_pb2
+    from pycrio.image.registries_conf import Source
+
+_ERROR_BODY_MAX = 64 * 1024
+_TOKEN_BODY_MAX = 1024 * 1024
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """What a pull may authenticate with; repr never shows a secret."""
+
+    username: str = ""
+    password: str = ""
+    identity_token: str = ""  # an OAuth2 refresh token for the registry's token service
+    registry_token: str = ""  # a bearer token sent as is
+    server_address: str = ""  # the registry these are for; "" means the origin of the pull
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of every field: tells credentials apart without revealing them."""
+        text = "\0".join((self.username, self.password, self.identity_token, self.registry_token, self.server_address))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        kinds = [k for k in ("password", "identity_token", "registry_token") if getattr(self, k)]
+        return (
+            f"Credentials(username={self.username!r}, server_address={self.server_address!r}, "
+            f"secrets={'+'.join(kinds) or 'none'}, fingerprint={self.fingerprint})"
+        )
+
+    def applies_to(self, source: Source) -> bool:
+        """Whether these credentials may be sent to source."""
+        if self.server_address:
+            return canonical_host(self.server_address) == canonical_host(source.host)
+        return not source.mirror
+
+
+def canonical_host(address: str) -> str:
+    """host[:port] of a server address ("https://index.docker.io/v1/" -> "registry-1.docker.io")."""
+    address = re.sub(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", "", address.strip())
+    host = address.split("/", 1)[0].lower()
+    return "registry-1.docker.io" if host in DOCKER_HUB_HOSTS else host
+
+
+def credentials_from_cri(auth: api_pb2.AuthConfig | None) -> Credentials | None:
+    """Credentials from a CRI AuthConfig; None when it carries none. `auth` is base64("user:password")."""
+    if auth is None:
+        return None
+    username, password = auth.username, auth.password
+    if auth.auth:
+        try:
+            decoded = base64.b64decode(auth.auth, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise InvalidArgument("auth.auth is not base64 of 'username:password'") from None
+        user, colon, secret = decoded.partition(":")
+        if not colon:
+            raise InvalidArgument("auth.auth does not decode to 'username:password'")
+        username, password = user, secret
+    creds = Credentials(
+        username=username,
+        password=password,
+        identity_token=auth.identity_token,
+        registry_token=auth.registry_token,
+        server_address=auth.server_address,
+    )
+    if not (creds.username or creds.password or creds.identity_token or creds.registry_token):
+        return None
+    return creds
+
+
+# ---------------------------------------------------------------- challenges
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))\s*(?:,|$)')
+_SCHEME = re.compile(rf"\s*({_TOKEN})(?:\s+|(?=,)|$)")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One WWW-Authenticate challenge: scheme ("basic", "bearer") and its parameters."""
+
+    scheme: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def realm(self) -> str:
+        return self.params.get("realm", "")
+
+
+def parse_challenges(headers: list[str]) -> list[Challenge]:
+    """Parse WWW-Authenticate header values (RFC 7235); unparseable parts are skipped."""
+    out: list[Challenge] = []
+    for header in headers:
+        pos = 0
+        while pos < len(header):
+            if header[pos] in ", \t":
+                pos += 1
+                continue
+            m = _SCHEME.match(header, pos)
+            if not m:
+                break
+            scheme, pos = m.group(1).lower(), m.end()
+            params: dict[str, str] = {}
+            while pos < len(header):
+                p = _PARAM.match(header, pos)
+                if not p:
+                    break
+                value = p.group(2) if p.group(2) is not None else p.group(3)
+                params[p.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
+                pos = p.end()
+            out.append(Challenge(scheme, params))
+    return out
+
+
+@dataclass
+class TokenCache:
+    """Bearer tokens per (registry host, scope, credentials), kept until shortly before they expire."""
+
+    margin: float = 5.0
+    _tokens: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
+
+    def get(self, key: tuple[str, str, str]) -> str | None:
+        found = self._tokens.get(key)
+        if found is None:
+            return None
+        token, expires = found
+        if time.monotonic() >= expires:
+            del self._tokens[key]
+            return None
+        return token
+
+    def put(self, key: tuple[str, str, str], token: str, expires_in: float) -> None:
+        self._tokens[key] = (token, time.monotonic() + max(expires_in - self.margin, 1.0))
+
+    def drop(self, key: tuple[str, str, str]) -> None:
+        self._tokens.pop(key, None)
+
+
+# ---------------------------------------------------------------- HTTP helpers
+
+
+def where_label(source: Source) -> str:
+    """How messages name a source: "mirror host/repo" or "host/repo"."""
+    return f"{'mirror ' if source.mirror else ''}{source.host}/{source.repository}"
+
+
+def basic_header(creds: Credentials) -> dict[str, str]:
+    value = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+    return {"Authorization": f"Basic {value}"}
+
+
+def status_text(resp: aiohttp.ClientResponse) -> str:
+    return f"{resp.status} {resp.reason or ''}".strip()
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to limit bytes (what is past the limit is left unread)."""
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await resp.content.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
+async def error_detail(resp: aiohttp.ClientResponse) -> str:
+    """' (CODE: message; …)' from a registry error body, or '' (reads at most 64 KiB)."""
+    try:
+        body = await read_limited(resp, _ERROR_BODY_MAX)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return ""
+    try:
+        doc: Any = json.loads(body)
+    except ValueError:
+        text = body.decode(errors="replace").strip().splitlines()
+        return f": {text[0][:200]}" if text else ""
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    parts = []
+    for err in errors[:5]:
+        if isinstance(err, dict):
+            code, message = err.get("code", ""), err.get("message", "")
+            parts.append(f"{code}: {message}" if code and message else str(code or message))
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+async def fetch_token(
+    session: aiohttp.ClientSession,
+    source: Source,
+    challenge: Challenge,
+    creds: Credentials | None,
+    timeout: aiohttp.ClientTimeout,
+) -> tuple[str, float]:
+    """(token, seconds it lives) from the challenge's realm: OAuth2 refresh token or GET with basic auth."""
+    realm = URL(challenge.realm)
+    if realm.scheme not in ("http", "https") or not realm.host:
+        raise Unauthenticated(f"{where_label(source)}: token realm {challenge.realm!r} is not an http(s) URL")
+    scopes = [f"repository:{source.repository}:pull"]
+    if challenge.params.get("scope") and challenge.params["scope"] not in scopes:
+        scopes.append(challenge.params["scope"])
+    service = challenge.params.get("service", "")
+    ssl = not source.insecure
+    where = f"{where_label(source)}: token service {realm.with_query(None)}"
+    try:
+        resp = None
+        if creds and creds.identity_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": creds.identity_token,
+                "service": service,
+                "client_id": "pycrio",
+                "scope": " ".join(scopes),
+            }
+            resp = await session.post(realm, data=form, ssl=ssl, timeout=timeout)
+            if resp.status in (404, 405):
+                resp.release()
+                resp = None
+        if resp is None:
+            query: list[tuple[str, str]] = [("service", service)] if service else []
+            query += [("scope", s) for s in scopes]
+            headers = {}
+            if creds and (creds.username or creds.password):
+                headers = basic_header(creds)
+                query.append(("account", creds.username))
+            resp = await session.get(realm.extend_query(query), headers=headers, ssl=ssl, timeout=timeout)
+        try:
+            if resp.status in (401, 403):
+                detail = await error_detail(resp)
+                given = "refused the credentials" if creds else "requires credentials (none were given)"
+                raise Unauthenticated(f"{where} {given}{detail}")
+            if resp.status != 200:
+                raise Unavailable(f"{where} answered {status_text(resp)}{await error_detail(resp)}")
+            body = await read_limited(resp, _TOKEN_BODY_MAX)
+        finally:
+            resp.release()
+    except PycrioError:
+        raise
+    except TimeoutError:
+        raise DeadlineExceeded(f"{where}: no answer within {timeout.sock_read:g} s") from None
+    except (aiohttp.ClientError, OSError) as e:
+        raise Unavailable(f"{where}: unreachable: {e}") from e
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+    if not isinstance(token, str) or not token:
+        raise Unavailable(f"{where}: answer has no token")
+    expires_in = doc.get("expires_in") if isinstance(doc, dict) else None
+    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool) or expires_in <= 0:
+        expires_in = 60
+    return token, float(expires_in)

@@ -1,0 +1,1 @@
+"""Test support: a real registry, an OCI image builder, a pusher and a fault-injecting registry proxy."""
