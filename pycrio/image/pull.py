@@ -216,13 +216,9 @@ class Puller:
             async with self.downloads:
                 assert temp is not None
                 if self.content.has(desc.digest):
-                    result = await self._extract_local(desc, temp)
+                    result = await self._extract_local(desc, diff_id, temp)
                 else:
-                    result = await self._extract_remote(source, desc, creds, temp)
-            if result.diff_digest != diff_id:
-                raise LayerIntegrityError(
-                    f"layer {desc.digest}: its tar stream hashes to {result.diff_digest}, the config says {diff_id}"
-                )
+                    result = await self._extract_remote(source, desc, diff_id, creds, temp)
             elapsed = time.monotonic() - started
             logger.debug(
                 "layer %s: %d bytes -> %d bytes, %d files in %.3f s (%.1f MB/s unpacked)",
@@ -243,7 +239,7 @@ class Puller:
             if temp is not None:
                 await loop.run_in_executor(None, remove_tree, temp)
 
-    async def _extract_local(self, desc: mf.Descriptor, temp: str) -> native.ExtractStats:
+    async def _extract_local(self, desc: mf.Descriptor, diff_id: str, temp: str) -> native.ExtractStats:
         """Extract a layer whose blob the content store has already (e.g. after its layer was collected)."""
         fd = os.open(self.content.path(desc.digest), os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -255,11 +251,11 @@ class Puller:
             raise LayerIntegrityError(f"layer {desc.digest}: {e}") from e
         finally:
             os.close(fd)
-        _check_blob(desc, stats)
+        _check_layer(desc, diff_id, stats)
         return stats
 
     async def _extract_remote(
-        self, source: Source, desc: mf.Descriptor, creds: Credentials | None, temp: str
+        self, source: Source, desc: mf.Descriptor, diff_id: str, creds: Credentials | None, temp: str
     ) -> native.ExtractStats:
         blob_fd, blob_path = self.content.open_temp()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -288,7 +284,7 @@ class Puller:
                 stats = extract.result()
             except native.NativeError as e:
                 raise LayerIntegrityError(f"layer {desc.digest}: {e}") from e
-            _check_blob(desc, stats)
+            _check_layer(desc, diff_id, stats)
             self.content.commit(blob_path, desc.digest)
             committed = True
             return stats
@@ -300,11 +296,16 @@ class Puller:
                 self.content.discard_temp(blob_path)
 
 
-def _check_blob(desc: mf.Descriptor, stats: native.ExtractStats) -> None:
+def _check_layer(desc: mf.Descriptor, diff_id: str, stats: native.ExtractStats) -> None:
+    """The blob must hash to the manifest's digest and size, its tar stream to the config's diff id."""
     if stats.compressed_digest != desc.digest or stats.compressed_bytes != desc.size:
         raise LayerIntegrityError(
-            f"blob {desc.digest} ({desc.size} bytes) arrived as {stats.compressed_digest} "
+            f"layer blob {desc.digest} ({desc.size} bytes) arrived as {stats.compressed_digest} "
             f"({stats.compressed_bytes} bytes): digest mismatch, discarded"
+        )
+    if stats.diff_digest != diff_id:
+        raise LayerIntegrityError(
+            f"layer {desc.digest}: its tar stream hashes to {stats.diff_digest}, the config says {diff_id}"
         )
 
 
