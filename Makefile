@@ -51,6 +51,19 @@ test-asan: build ## C tests with AddressSanitizer + UBSan (a sanitized copy unde
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
 	../../$(PY) -m pytest -q -p no:cacheprovider tests/native $(PYTEST_ARGS)
 
+FUZZ_SECONDS ?= 30
+FUZZ_CC ?= clang
+FUZZ_DIR := build/fuzz
+FUZZ_LIBS = -lz -lzstd -lcrypto $(shell printf '\#include <isa-l.h>\n' | $(FUZZ_CC) -E -x c - >/dev/null 2>&1 && echo -DPYCRIO_HAVE_ISAL -lisal)
+
+fuzz: $(STAMP) ## fuzz the layer extractor with libFuzzer for FUZZ_SECONDS (needs clang, libclang-rt-14-dev)
+	mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/crashes
+	$(FUZZ_CC) -std=gnu11 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icsrc \
+	-o $(FUZZ_DIR)/fuzz_extract csrc/fuzz/fuzz_extract.c csrc/err.c csrc/extract*.c $(FUZZ_LIBS)
+	$(PY) -m tests.support.fuzz_seeds $(FUZZ_DIR)/corpus
+	$(FUZZ_DIR)/fuzz_extract -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 -rss_limit_mb=2048 \
+	-dict=csrc/fuzz/tar.dict -artifact_prefix=$(FUZZ_DIR)/crashes/ -print_final_stats=1 $(FUZZ_DIR)/corpus
+
 lint: build ## ruff, mypy and the C format check
 	$(VENV)/bin/ruff check pycrio tests benchmarks build.py setup.py
 	$(VENV)/bin/ruff format --check pycrio tests benchmarks build.py setup.py
@@ -67,4 +80,4 @@ bench: build ## benchmarks against a fresh pycrio (ENDPOINT=unix:///... to measu
 clean: ## remove build output (keeps the venv)
 	rm -rf build pycrio/*.so pycrio/bin pycrio/cri/api_pb2*.py pycrio/_native.c csrc/*.o csrc/*/*.o
 
-.PHONY: help host-deps build run test test-native test-unit test-e2e test-asan lint format bench clean
+.PHONY: help host-deps build run test test-native test-unit test-e2e test-asan fuzz lint format bench clean

@@ -42,9 +42,10 @@ REPO, TAG = "bench/big", "1"
 def _file_data(rng: random.Random, size: int) -> bytes:
     """Half random, half repetitive bytes: compresses about 2:1 like real binaries and text."""
     half = size // 2
-    return rng.randbytes(half) + (b"pycrio benchmark line of text %d\n" % rng.randint(0, 9) * (size // 32 + 1))[
-        : size - half
-    ]
+    return (
+        rng.randbytes(half)
+        + (b"pycrio benchmark line of text %d\n" % rng.randint(0, 9) * (size // 32 + 1))[: size - half]
+    )
 
 
 def generate(workdir: str, size_mb: int, files: int, layers: int) -> list[Blob]:
@@ -159,8 +160,10 @@ def main() -> None:
     compressed = sum(b.size for b in blobs)
     with open(os.path.join(args.workdir, "image", "layers.json")) as f:
         uncompressed = sum(entry["uncompressed"] for entry in json.load(f)["layers"])
-    print(f"image: {len(blobs)} gzip layers, {compressed / 1e6:.0f} MB compressed, {uncompressed / 1e6:.0f} MB tar, "
-          f"{args.files} files + {4 * len(blobs)} big ones")
+    print(
+        f"image: {len(blobs)} gzip layers, {compressed / 1e6:.0f} MB compressed, {uncompressed / 1e6:.0f} MB tar, "
+        f"{args.files} files + {4 * len(blobs)} big ones"
+    )
     print(f"reference: single-core zlib gzip decode {gzip_decode_rate(blobs[0]):.0f} MB/s (output)")
 
     base = tempfile.mkdtemp(prefix="pycrio-pullbench-", dir=args.workdir)
@@ -183,8 +186,10 @@ def main() -> None:
                 host_dir = os.path.join(args.certs_dir, registry.host)
                 os.makedirs(host_dir, exist_ok=True)
                 with open(os.path.join(host_dir, "hosts.toml"), "w") as f:
-                    f.write(f'server = "http://{registry.host}"\n[host."http://{registry.host}"]\n'
-                            '  capabilities = ["pull", "resolve"]\n')
+                    f.write(
+                        f'server = "http://{registry.host}"\n[host."http://{registry.host}"]\n'
+                        '  capabilities = ["pull", "resolve"]\n'
+                    )
             label = args.endpoint.rsplit("/", 1)[-1]
             theirs = report(label, time_pulls(args.endpoint, image, args.runs), compressed, uncompressed, args.files)
             print(f"pycrio / {label}: {ours / theirs:.2f} of the time")

@@ -138,22 +138,6 @@ static int set_mtime_at(struct xctx *c, int dirfd, const char *name)
     return 0;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* The entry's data, straight from the decoder's output buffer into fd. */
 static int write_data(struct xctx *c, int fd)
 {
@@ -168,7 +152,7 @@ static int write_data(struct xctx *c, int fd)
         if (got == 0)
             return xfail(c, EIO, "read", "truncated tar stream in file data (%llu bytes missing)",
                          c->data_left);
-        rc = write_all(fd, p, (size_t)got);
+        rc = xwrite_all(fd, p, (size_t)got);
         if (rc < 0)
             return xfail_sys(c, -rc, "write", "writing file data");
         xstream_consume(&c->s, (size_t)got);

@@ -16,7 +16,7 @@
 #include "internal/err_set.h"
 #include "internal/extract.h"
 
-static int write_all(int fd, const unsigned char *p, size_t n)
+int xwrite_all(int fd, const unsigned char *p, size_t n)
 {
     while (n > 0) {
         ssize_t w = write(fd, p, n);
@@ -58,7 +58,7 @@ int xstream_fill_input(struct xctx *c)
     if (EVP_DigestUpdate(s->in_sha, s->inbuf + s->in_end, (size_t)n) != 1)
         return xfail(c, EIO, "sha256", "hashing the layer failed");
     if (s->tee_fd >= 0) {
-        int rc = write_all(s->tee_fd, s->inbuf + s->in_end, (size_t)n);
+        int rc = xwrite_all(s->tee_fd, s->inbuf + s->in_end, (size_t)n);
 
         if (rc < 0)
             return xfail_sys(c, -rc, "write", "writing the layer to tee_fd");

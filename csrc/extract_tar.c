@@ -363,7 +363,6 @@ static int entry_numbers(struct xctx *c, const unsigned char *blk)
     struct xentry *e = &c->e;
     bool ustar = memcmp(blk + 257, "ustar", 5) == 0;
     long long mode, uid, gid, mtime, major = 0, minor = 0;
-
     int rc;
 
     if ((rc = header_number(c, blk, 100, 8, 0, INT64_MAX, "mode", &mode)) < 0 ||

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,26 @@ class NativeError(OSError):
         return f"{self.strerror} (errno {self.errno})"
 
 
+# errno -> the builtin OSError subclass Python itself would pick, so `except FileNotFoundError`
+# also catches a NativeError with ENOENT (OSError only does that mapping for itself).
+_BUILTIN_BY_ERRNO: dict[int, type[OSError]] = {
+    errno.ENOENT: FileNotFoundError,
+    errno.EEXIST: FileExistsError,
+    errno.EACCES: PermissionError,
+    errno.EPERM: PermissionError,
+    errno.ENOTDIR: NotADirectoryError,
+    errno.EISDIR: IsADirectoryError,
+    errno.EINTR: InterruptedError,
+    errno.ETIMEDOUT: TimeoutError,
+    errno.ESRCH: ProcessLookupError,
+    errno.ECHILD: ChildProcessError,
+}
+_NATIVE_BY_ERRNO: dict[int, type[NativeError]] = {
+    number: type(f"Native{builtin.__name__}", (NativeError, builtin), {})
+    for number, builtin in _BUILTIN_BY_ERRNO.items()
+}
+
+
 def new_err() -> Any:
     """A caller-owned struct pycrio_err for one C call."""
     return ffi.new("struct pycrio_err *")
@@ -33,7 +55,7 @@ def check(rc: int, err: Any) -> int:
     if rc >= 0:
         return rc
     errnum = err.errnum or -rc
-    raise NativeError(
+    raise _NATIVE_BY_ERRNO.get(errnum, NativeError)(
         errnum,
         ffi.string(err.step).decode(errors="replace"),
         ffi.string(err.path).decode(errors="surrogateescape"),
@@ -129,3 +151,117 @@ def extract_layer(
         xattrs_skipped=st.xattrs_skipped,
         compression=st.compression,
     )
+
+
+# Namespace pinning (csrc/ns.c).
+NS_NET: int = lib.PYCRIO_NS_NET
+NS_IPC: int = lib.PYCRIO_NS_IPC
+NS_UTS: int = lib.PYCRIO_NS_UTS
+NS_NAMES: dict[int, str] = {NS_NET: "net", NS_IPC: "ipc", NS_UTS: "uts"}
+
+
+def _cstrings(items: Iterable[str | os.PathLike[str]]) -> tuple[Any, list[Any]]:
+    """A NULL-terminated char *[] for C, and the buffers that must outlive the call."""
+    keep = [ffi.new("char[]", os.fsencode(item)) for item in items]
+    return ffi.new("char *[]", [*keep, ffi.NULL]), keep
+
+
+def ns_pin(
+    dir: str | os.PathLike[str],
+    kinds: int,
+    hostname: str | None = None,
+    sysctls: Iterable[str] | Mapping[str, str] = (),
+) -> dict[str, str]:
+    """Create new namespaces of `kinds` (NS_* mask) and pin each to dir/<name>; {name: path}.
+
+    hostname is set in a new UTS namespace; sysctls ("key=value" strings, or a mapping) are
+    written inside the new namespaces; lo is brought up in a new NET namespace. On NativeError
+    nothing is left pinned. Undo with ns_unpin() on each returned path. Runs without the GIL.
+    """
+    if isinstance(sysctls, Mapping):
+        sysctls = [f"{key}={value}" for key, value in sysctls.items()]
+    array, keep = _cstrings(sysctls)
+    host = ffi.NULL if hostname is None else hostname.encode()
+    err = new_err()
+    check(lib.pycrio_ns_pin(_path(dir), kinds, host, array, err), err)
+    del keep
+    return {name: os.path.join(os.fsdecode(dir), name) for kind, name in NS_NAMES.items() if kinds & kind}
+
+
+def ns_unpin(path: str | os.PathLike[str]) -> bool:
+    """Detach the pin at path and remove the file; False when there was nothing to remove."""
+    err = new_err()
+    return check(lib.pycrio_ns_unpin(_path(path), err), err) == 1
+
+
+# Mounts (csrc/mount.c).
+MOUNT_RDONLY: int = lib.PYCRIO_MOUNT_RDONLY
+MOUNT_REC: int = lib.PYCRIO_MOUNT_REC
+MOUNT_NO_NEW_API: int = lib.PYCRIO_MOUNT_NO_NEW_API
+UNMOUNT_DETACH: int = lib.PYCRIO_UNMOUNT_DETACH
+
+
+def mount_overlay(
+    target: str | os.PathLike[str],
+    lowers: Sequence[str | os.PathLike[str]],
+    upper: str | os.PathLike[str] | None = None,
+    work: str | os.PathLike[str] | None = None,
+    flags: int = 0,
+) -> None:
+    """Mount an overlay at target; lowers[0] is the topmost layer. No upper/work: read-only."""
+    array, keep = _cstrings(lowers)
+    err = new_err()
+    up = ffi.NULL if upper is None else _path(upper)
+    wk = ffi.NULL if work is None else _path(work)
+    check(lib.pycrio_mount_overlay(_path(target), array, len(lowers), up, wk, flags, err), err)
+    del keep
+
+
+def mount_bind(source: str | os.PathLike[str], target: str | os.PathLike[str], flags: int = 0) -> None:
+    """Bind source (file or directory) onto target; MOUNT_REC for submounts, MOUNT_RDONLY."""
+    err = new_err()
+    check(lib.pycrio_mount_bind(_path(source), _path(target), flags, err), err)
+
+
+def mount_tmpfs(target: str | os.PathLike[str], options: str | None = None, flags: int = 0) -> None:
+    """Mount a nosuid,nodev,noexec tmpfs at target; options like "mode=1777,size=65536k"."""
+    err = new_err()
+    opts = ffi.NULL if options is None else options.encode()
+    check(lib.pycrio_mount_tmpfs(_path(target), opts, flags, err), err)
+
+
+def unmount(target: str | os.PathLike[str], flags: int = 0) -> bool:
+    """Unmount target (UNMOUNT_DETACH: lazily); False when it was missing or not a mount point."""
+    err = new_err()
+    return check(lib.pycrio_unmount(_path(target), flags, err), err) == 1
+
+
+# inotify (csrc/inotify.c), for the exit watcher (pycrio/exits.py).
+IN_CLOSE_WRITE: int = lib.PYCRIO_IN_CLOSE_WRITE
+IN_MOVED_FROM: int = lib.PYCRIO_IN_MOVED_FROM
+IN_MOVED_TO: int = lib.PYCRIO_IN_MOVED_TO
+IN_CREATE: int = lib.PYCRIO_IN_CREATE
+IN_DELETE: int = lib.PYCRIO_IN_DELETE
+IN_DELETE_SELF: int = lib.PYCRIO_IN_DELETE_SELF
+IN_Q_OVERFLOW: int = lib.PYCRIO_IN_Q_OVERFLOW
+IN_IGNORED: int = lib.PYCRIO_IN_IGNORED
+IN_ONLYDIR: int = lib.PYCRIO_IN_ONLYDIR
+IN_ISDIR: int = lib.PYCRIO_IN_ISDIR
+
+
+def inotify_init() -> int:
+    """A new non-blocking, close-on-exec inotify descriptor; the caller closes it."""
+    err = new_err()
+    return check(lib.pycrio_inotify_init(err), err)
+
+
+def inotify_add_watch(fd: int, path: str | os.PathLike[str], mask: int) -> int:
+    """Watch path for the IN_* bits in mask; the watch descriptor."""
+    err = new_err()
+    return check(lib.pycrio_inotify_add_watch(fd, _path(path), mask, err), err)
+
+
+def inotify_rm_watch(fd: int, wd: int) -> None:
+    """Stop watch wd on inotify descriptor fd."""
+    err = new_err()
+    check(lib.pycrio_inotify_rm_watch(fd, wd, err), err)

@@ -43,6 +43,35 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX image_names_by_image ON image_names(image_id);
     """,
+    """
+    CREATE TABLE pods (
+        id              TEXT PRIMARY KEY,
+        name            TEXT NOT NULL UNIQUE,   -- metadata name_namespace_uid_attempt
+        state           TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'notready')),
+        config          BLOB NOT NULL,          -- the PodSandboxConfig as sent
+        runtime_handler TEXT NOT NULL,
+        created_ns      INTEGER NOT NULL,
+        facts           TEXT NOT NULL           -- JSON: namespace paths, pause container, dirs, cgroup parent
+    );
+    CREATE TABLE containers (
+        id          TEXT PRIMARY KEY,
+        pod_id      TEXT NOT NULL REFERENCES pods(id),
+        name        TEXT NOT NULL UNIQUE,       -- pod id + metadata name_attempt
+        state       TEXT NOT NULL CHECK (state IN ('creating', 'created', 'running', 'exited')),
+        config      BLOB NOT NULL,              -- the ContainerConfig as sent
+        image_id    TEXT NOT NULL,
+        image_ref   TEXT NOT NULL,
+        pid         INTEGER,
+        created_ns  INTEGER NOT NULL,
+        started_ns  INTEGER NOT NULL DEFAULT 0,
+        finished_ns INTEGER NOT NULL DEFAULT 0,
+        exit_code   INTEGER NOT NULL DEFAULT 0,
+        reason      TEXT NOT NULL DEFAULT '',
+        message     TEXT NOT NULL DEFAULT '',
+        facts       TEXT NOT NULL               -- JSON: dirs, log path, stop signal, monitor paths
+    );
+    CREATE INDEX containers_by_pod ON containers(pod_id);
+    """,
 ]
 
 

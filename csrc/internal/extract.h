@@ -28,7 +28,6 @@
 #define XXATTRS_MAX 1024       /* xattrs per entry */
 #define XLINKS_MAX 40          /* symlinks followed in one resolution (as the kernel) */
 #define XSIZE_MAX (1ull << 44) /* 16 TiB: the largest file size accepted */
-#define XDIGEST_LEN 72         /* "sha256:" + 64 hex + NUL fits */
 #define XCACHE_SLOTS 8         /* parent directories kept open */
 
 /* ---- extract_stream.c / extract_decompress.c ---- */
@@ -128,6 +127,8 @@ int xfail(struct xctx *c, int errnum, const char *step, const char *fmt, ...)
 int xfail_sys(struct xctx *c, int errnum, const char *step, const char *what);
 
 /* ---- extract_stream.c ---- */
+/* write(2) all of p (EINTR, short writes); 0 or -errno. */
+int xwrite_all(int fd, const unsigned char *p, size_t n);
 int xstream_open(struct xctx *c, int in_fd, int tee_fd, int compression, bool no_isal);
 void xstream_close(struct xstream *s);
 /* Read more of in_fd into inbuf (hash, tee); returns bytes read, 0 at EOF, or -errno. */

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 from pycrio import __version__
 from pycrio.config import Config
 from pycrio.cri import api_pb2
+from pycrio.oci import runtime_binary
 
 RUNTIME_NAME = "pycrio"
 RUNTIME_API_VERSION = "v1"
 KUBELET_API_VERSION = "0.1.0"  # the CRI's own version string, as every runtime reports it
-
-
-def runtime_binary(cfg: Config, handler: str) -> str | None:
-    """The resolved path of handler's OCI runtime binary, or None when it is missing."""
-    spec = cfg.runtime.runtimes[handler]
-    path = spec.runtime_path or shutil.which(handler)
-    if path and os.path.isfile(path) and os.access(path, os.X_OK):
-        return path
-    return None
 
 
 def _condition(kind: str, ok: bool, reason: str = "", message: str = "") -> api_pb2.RuntimeCondition:

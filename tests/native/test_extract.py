@@ -370,3 +370,19 @@ def test_invalid_arguments(layout):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_replacing_a_directory_forgets_its_cached_fd(layout, extract, resolver):
+    # "a" is resolved (and kept open) for a/f1, then replaced by a symlink to b: a/f2 goes to b.
+    data = (
+        tc.entry("a/", type=b"5")
+        + tc.entry("a/f1", b"1")
+        + tc.entry("b/", type=b"5")
+        + tc.entry("b/f", b"b")
+        + tc.entry("a", type=b"2", linkname="b")
+        + tc.entry("a/f2", b"2")
+        + tc.end()
+    )
+    extract(data, flags=resolver)
+    assert sorted(os.listdir(p(layout, "b"))) == ["f", "f2"]
+    assert os.readlink(p(layout, "a")) == "b"

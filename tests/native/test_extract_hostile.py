@@ -336,3 +336,8 @@ def test_openat2_enosys_falls_back(layout):
     res = json.loads(out.stdout)
     assert not res["features"] & native.FEATURE_OPENAT2
     assert res["files"] == 1 and res["tree"] == ["x"]
+
+
+def test_pax_size_over_the_cap(layout, extract, resolver):
+    data = tc.pax({"size": str(1 << 50)}) + tc.entry("f") + tc.end()
+    refused(extract, data, errno.ERANGE, resolver, "PAX size")

@@ -88,3 +88,13 @@ def test_module_under_test_is_the_built_one():
     # make test-asan runs these tests against a sanitized copy; make sure it is the one loaded.
     if os.environ.get("PYCRIO_SANITIZE") == "1":
         assert "build/asan" in native.__file__, native.__file__
+
+
+def test_native_errors_are_the_matching_builtin_subclass(tmpdir_short):
+    with pytest.raises(FileNotFoundError) as info:
+        native.fs_type(os.path.join(tmpdir_short, "missing"))
+    assert isinstance(info.value, native.NativeError) and info.value.step == "statfs"
+    f = os.path.join(tmpdir_short, "file")
+    open(f, "w").close()
+    with pytest.raises(NotADirectoryError):
+        native.fs_type(os.path.join(f, "x"))

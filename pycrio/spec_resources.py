@@ -1,0 +1,195 @@
+"""Cgroups for the OCI spec: the cgroup path, CRI resources → linux.resources, oom_score_adj, probes."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Any
+
+from pycrio.cri import api_pb2
+from pycrio.errors import InvalidArgument
+
+DEFAULT_CGROUPFS_PARENT = "/pycrio"
+DEFAULT_SYSTEMD_SLICE = "system.slice"
+CGROUP_PREFIX = "pycrio"  # cgroupfs: <parent>/pycrio-<id>; systemd: <slice>:pycrio:<id> (unit pycrio-<id>.scope)
+
+MIN_MEMORY_LIMIT = 6 * 1024 * 1024  # below this a container cannot even start its runtime's init
+CPU_SHARES_MIN, CPU_SHARES_MAX = 2, 262144  # what cgroup v1 cpu.shares keeps; runc fails on a clamped value
+CPU_PERIOD_MIN, CPU_PERIOD_MAX = 1000, 1000000  # µs, the CFS bandwidth limits
+CPU_QUOTA_MIN = 1000  # µs
+OOM_SCORE_ADJ_MIN, OOM_SCORE_ADJ_MAX = -1000, 1000
+
+_CPUSET = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
+_PAGE_SIZE = re.compile(r"[1-9][0-9]*[KMGTP]B")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+# ---------------------------------------------------------------- probes
+
+
+def cgroup_version(mountinfo: str = "/proc/self/mountinfo") -> int:
+    """2 when /sys/fs/cgroup is a cgroup2 mount (unified), else 1 (legacy or hybrid)."""
+    fstype = None
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and fields[4] == "/sys/fs/cgroup" and "-" in fields:
+                fstype = fields[fields.index("-") + 1]  # the last mount on the path is the visible one
+    return 2 if fstype == "cgroup2" else 1
+
+
+def daemon_oom_score_adj(path: str = "/proc/self/oom_score_adj") -> int:
+    """This process's oom_score_adj: the lowest a container can get without CAP_SYS_RESOURCE."""
+    with open(path, encoding="ascii") as f:
+        return int(f.read().strip())
+
+
+# ---------------------------------------------------------------- cgroup path
+
+
+def cgroups_path(manager: str, parent: str, container_id: str) -> str:
+    """linux.cgroupsPath for container_id under the kubelet's cgroup parent.
+
+    cgroupfs: "<parent>/pycrio-<id>" (parent defaults to /pycrio);
+    systemd: "<slice>:pycrio:<id>", which runc turns into the unit
+    pycrio-<id>.scope in that slice (default system.slice).
+    """
+    if not _NAME.fullmatch(container_id):
+        raise InvalidArgument(f"container id {container_id!r}: not usable in a cgroup path")
+    if manager == "systemd":
+        slice_ = parent or DEFAULT_SYSTEMD_SLICE
+        if "/" in slice_ or not slice_.endswith(".slice") or not _NAME.fullmatch(slice_):
+            raise InvalidArgument(
+                f"cgroup_parent {parent!r}: the systemd cgroup manager wants a slice name such as "
+                '"kubepods-burstable-pod<uid>.slice" (is the kubelet\'s cgroupDriver cgroupfs?)'
+            )
+        return f"{slice_}:{CGROUP_PREFIX}:{container_id}"
+    if manager != "cgroupfs":
+        raise InvalidArgument(f"cgroup manager {manager!r}: expected cgroupfs or systemd")
+    parent = parent or DEFAULT_CGROUPFS_PARENT
+    if parent.endswith(".slice"):
+        raise InvalidArgument(
+            f"cgroup_parent {parent!r} is a systemd slice but pycrio's cgroup_manager is cgroupfs "
+            '(set runtime.cgroup_manager = "systemd" to match the kubelet\'s cgroupDriver)'
+        )
+    if not parent.startswith("/") or ".." in parent.split("/"):
+        raise InvalidArgument(f"cgroup_parent {parent!r}: expected an absolute cgroup path without '..'")
+    return posixpath.join(posixpath.normpath(parent), f"{CGROUP_PREFIX}-{container_id}")
+
+
+# ---------------------------------------------------------------- oom_score_adj
+
+
+def oom_score_adj(requested: int, daemon_adj: int) -> int:
+    """requested, raised to the daemon's own value when lower (lowering needs CAP_SYS_RESOURCE)."""
+    if not OOM_SCORE_ADJ_MIN <= requested <= OOM_SCORE_ADJ_MAX:
+        raise InvalidArgument(f"oom_score_adj {requested} is out of range ({OOM_SCORE_ADJ_MIN} to {OOM_SCORE_ADJ_MAX})")
+    return min(max(requested, daemon_adj), OOM_SCORE_ADJ_MAX)
+
+
+# ---------------------------------------------------------------- resources
+
+
+def _cpuset(value: str, what: str) -> str:
+    if not _CPUSET.fullmatch(value):
+        raise InvalidArgument(f"{what} {value!r}: expected a list such as 0-3,6")
+    for item in value.split(","):
+        low, _, high = item.partition("-")
+        if high and int(high) < int(low):
+            raise InvalidArgument(f"{what} {value!r}: range {item} runs backwards")
+    return value
+
+
+def _cpu(r: api_pb2.LinuxContainerResources) -> dict[str, Any]:
+    cpu: dict[str, Any] = {}
+    if r.cpu_shares < 0 or r.cpu_shares > CPU_SHARES_MAX or 0 < r.cpu_shares < CPU_SHARES_MIN:
+        raise InvalidArgument(
+            f"cpu_shares {r.cpu_shares} is out of range ({CPU_SHARES_MIN} to {CPU_SHARES_MAX}; 0 leaves it unset)"
+        )
+    if r.cpu_shares:
+        cpu["shares"] = r.cpu_shares
+    if r.cpu_period:
+        if not CPU_PERIOD_MIN <= r.cpu_period <= CPU_PERIOD_MAX:
+            raise InvalidArgument(
+                f"cpu_period {r.cpu_period}µs is out of range ({CPU_PERIOD_MIN} to {CPU_PERIOD_MAX}; 0 leaves it unset)"
+            )
+        cpu["period"] = r.cpu_period
+    if r.cpu_quota < -1 or 0 < r.cpu_quota < CPU_QUOTA_MIN:
+        raise InvalidArgument(
+            f"cpu_quota {r.cpu_quota}µs: expected at least {CPU_QUOTA_MIN}µs (0 or -1 leaves the CPU unlimited)"
+        )
+    if r.cpu_quota > 0:
+        cpu["quota"] = r.cpu_quota
+    if r.cpuset_cpus:
+        cpu["cpus"] = _cpuset(r.cpuset_cpus, "cpuset_cpus")
+    if r.cpuset_mems:
+        cpu["mems"] = _cpuset(r.cpuset_mems, "cpuset_mems")
+    return cpu
+
+
+def _memory(r: api_pb2.LinuxContainerResources) -> dict[str, Any]:
+    memory: dict[str, Any] = {}
+    limit, swap = r.memory_limit_in_bytes, r.memory_swap_limit_in_bytes
+    if limit < 0:
+        raise InvalidArgument(f"memory_limit_in_bytes {limit} is negative (0 leaves memory unlimited)")
+    if 0 < limit < MIN_MEMORY_LIMIT:
+        raise InvalidArgument(
+            f"memory_limit_in_bytes {limit} is below the minimum memory limit of 6 MiB ({MIN_MEMORY_LIMIT} bytes)"
+        )
+    if limit:
+        memory["limit"] = limit
+    if swap < -1:
+        raise InvalidArgument(f"memory_swap_limit_in_bytes {swap}: expected -1 (unlimited), 0 (unset) or a size")
+    if swap > 0:
+        if not limit:
+            raise InvalidArgument("memory_swap_limit_in_bytes is set without memory_limit_in_bytes")
+        if swap < limit:
+            raise InvalidArgument(
+                f"memory_swap_limit_in_bytes {swap} is below memory_limit_in_bytes {limit} "
+                "(it limits memory plus swap, so it must be at least the memory limit)"
+            )
+    if swap:
+        memory["swap"] = swap
+    return memory
+
+
+def _hugepages(r: api_pb2.LinuxContainerResources) -> list[dict[str, Any]]:
+    out, seen = [], set()
+    for h in r.hugepage_limits:
+        if not _PAGE_SIZE.fullmatch(h.page_size):
+            raise InvalidArgument(f"hugepage_limits: page size {h.page_size!r}: expected a size such as 2MB or 1GB")
+        if h.page_size in seen:
+            raise InvalidArgument(f"hugepage_limits: page size {h.page_size} is given twice")
+        seen.add(h.page_size)
+        out.append({"pageSize": h.page_size, "limit": h.limit})
+    return out
+
+
+def _unified(r: api_pb2.LinuxContainerResources, version: int) -> dict[str, str]:
+    if not r.unified:
+        return {}
+    if version != 2:
+        raise InvalidArgument(
+            f"unified cgroup settings ({', '.join(sorted(r.unified))}) need cgroup v2; this host runs cgroup v1"
+        )
+    for key in r.unified:
+        if "/" in key or key.startswith(".") or not key:
+            raise InvalidArgument(f"unified: {key!r} is not a cgroup v2 interface file name")
+    return {key: r.unified[key] for key in sorted(r.unified)}
+
+
+def linux_resources(r: api_pb2.LinuxContainerResources, version: int) -> dict[str, Any]:
+    """linux.resources (cpu, memory, hugepageLimits, unified) for the CRI's resources; device rules are added
+    by the caller. This CRI version has no pids limit: the kubelet sets it on the pod's cgroup.
+    """
+    out: dict[str, Any] = {}
+    cpu, memory, hugepages, unified = _cpu(r), _memory(r), _hugepages(r), _unified(r, version)
+    if memory:
+        out["memory"] = memory
+    if cpu:
+        out["cpu"] = cpu
+    if hugepages:
+        out["hugepageLimits"] = hugepages
+    if unified:
+        out["unified"] = unified
+    return out
