@@ -16,7 +16,10 @@ from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.errors import FailedPrecondition
 from pycrio.image.images import Images
+from pycrio.lifecycle import Lifecycle
+from pycrio.server.container_service import ContainerServicer
 from pycrio.server.image_service import ImageServicer
+from pycrio.server.pod_service import PodServicer
 from pycrio.server.rpc import generic_handler
 from pycrio.server.runtime_info import RuntimeInfoServicer
 from pycrio.state import Database
@@ -35,6 +38,7 @@ class Daemon:
         self.server: grpc.aio.Server | None = None
         self.db: Database | None = None
         self.images: Images | None = None
+        self.lifecycle: Lifecycle | None = None
         self.lock = listen.SocketLock(listen.socket_path(self.cfg.api.listen))
         self.stopped = asyncio.Event()
 
@@ -55,8 +59,13 @@ class Daemon:
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg)]
         )
-        assert self.images is not None
-        servicers: list[object] = [RuntimeInfoServicer(self), ImageServicer(self.images)]
+        assert self.images is not None and self.lifecycle is not None
+        servicers: list[object] = [
+            RuntimeInfoServicer(self),
+            ImageServicer(self.images),
+            PodServicer(self.lifecycle),
+            ContainerServicer(self.lifecycle),
+        ]
         services = api_pb2.DESCRIPTOR.services_by_name
         server.add_generic_rpc_handlers(
             [
@@ -75,6 +84,8 @@ class Daemon:
             self.db = Database(os.path.join(self.cfg.root, "pycrio.db"))
             self.images = Images(self.cfg, self.db)
             self.images.recover()
+            self.lifecycle = Lifecycle(self.cfg, self.db, self.images)
+            await self.lifecycle.start()
             listen.clear_stale(path)
             self.server = self.create_server()
             self.server.add_insecure_port(f"unix:{path}")
@@ -105,6 +116,9 @@ class Daemon:
         self.stopped.set()
 
     async def _close_state(self) -> None:
+        if self.lifecycle is not None:
+            self.lifecycle.close()
+            self.lifecycle = None
         if self.images is not None:
             await self.images.close()
             self.images = None

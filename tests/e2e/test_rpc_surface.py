@@ -17,6 +17,21 @@ IMPLEMENTED = {
     "StreamImages",
     "RemoveImage",
     "ImageFsInfo",
+    "RunPodSandbox",
+    "StopPodSandbox",
+    "RemovePodSandbox",
+    "PodSandboxStatus",
+    "ListPodSandbox",
+    "StreamPodSandboxes",
+    "CreateContainer",
+    "StartContainer",
+    "StopContainer",
+    "RemoveContainer",
+    "ContainerStatus",
+    "ListContainers",
+    "StreamContainers",
+    "ExecSync",
+    "ReopenContainerLog",
 }
 
 

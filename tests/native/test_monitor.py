@@ -280,6 +280,28 @@ def test_detached_subreaper_and_survives_the_daemon(make_case):
     case.wait_monitor_gone()
 
 
+def test_no_monitor_when_its_pid_cannot_be_reported(make_case, tmpdir_short):
+    """The sync pipe's reader is gone: the first process cannot report, so no monitor goes on."""
+    case = make_case(["true"])
+    marker = os.path.join(tmpdir_short, "runtime-ran")
+    fake = os.path.join(tmpdir_short, "marker-runtime")
+    with open(fake, "w") as f:
+        f.write(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    os.chmod(fake, 0o755)
+    r, w = os.pipe()
+    os.close(r)
+    kwargs = case.spawn_kwargs(runtime=fake)
+    for name in ("monitor_log", "env", "timeout"):  # spawn()'s own, not flags
+        del kwargs[name]
+    argv = monitor.command(case.id, sync_fd=w, **kwargs)
+    proc = subprocess.Popen(argv, pass_fds=(w,), env=ENV, stderr=subprocess.DEVNULL)
+    os.close(w)
+    assert proc.wait(5) == 0
+    time.sleep(0.3)
+    assert not monitors_of(case.id)
+    assert not os.path.exists(marker), "the runtime ran under an unreported monitor"
+
+
 def test_sigterm_to_the_monitor_is_forwarded_to_the_container(make_case):
     case = make_case(sh("trap 'echo bye; exit 7' TERM; echo ready; while :; do sleep 0.05; done"))
     pid = case.spawn()
@@ -573,6 +595,24 @@ def test_no_oom_cgroup_v1(make_case):
     case = make_case(sh("echo fine"), memory_limit=64 * 1024 * 1024)
     status = case.run(cgroup_oom_dir=case.bundle.cgroup_dir("memory"))
     assert (status.exit_code, status.oom_killed) == (0, False)
+
+
+def _v2_memory() -> bool:
+    try:
+        with open("/sys/fs/cgroup/cgroup.controllers") as f:
+            return "memory" in f.read().split()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _v2_memory(), reason="no unified cgroup v2 hierarchy with the memory controller")
+def test_oom_kill_cgroup_v2(make_case):
+    case = make_case(sh("x=$(head -c 64m /dev/zero | tr '\\0' a); echo survived"), memory_limit=8 * 1024 * 1024)
+    case.spawn(cgroup_oom_dir=case.bundle.cgroup2_dir())
+    case.start()
+    status = case.wait_exit(30)
+    assert status.oom_killed, case.monitor_text()
+    assert (status.exit_code, status.signal) == (137, 9)
 
 
 @pytest.mark.parametrize("bump", [True, False])

@@ -57,10 +57,14 @@ class Bundle:
         """The container's v1 cgroup directory for controller (config cgroupsPath)."""
         return f"/sys/fs/cgroup/{controller}/{CGROUP_PARENT}/{self.container_id}"
 
+    def cgroup2_dir(self) -> str:
+        """The container's cgroup v2 directory on a unified host."""
+        return f"/sys/fs/cgroup/{CGROUP_PARENT}/{self.container_id}"
+
     def delete(self) -> None:
         """runc delete --force, and rmdir the cgroups that runc may leave behind."""
         self.runc("delete", "--force", self.container_id, check=False)
-        for ctrl in os.listdir("/sys/fs/cgroup"):
+        for ctrl in [".", *os.listdir("/sys/fs/cgroup")]:
             with contextlib.suppress(OSError):
                 os.rmdir(f"/sys/fs/cgroup/{ctrl}/{CGROUP_PARENT}/{self.container_id}")
             with contextlib.suppress(OSError):  # busy while another container uses it

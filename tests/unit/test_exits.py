@@ -28,9 +28,13 @@ def write_exit(directory: str, name: str, code: int = 0, atomic: bool = True, te
         os.rename(path, final)
 
 
-async def settle(seconds: float = 0.05) -> None:
-    """Let the loop run the inotify reader."""
-    await asyncio.sleep(seconds)
+async def settle(seen: list | None = None, count: int = 0, timeout: float = 3.0) -> None:
+    """Let the loop run the inotify reader: until seen has count items (if given), then a little more."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while seen is not None and len(seen) < count and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # room for a duplicate to show up
 
 
 def run(coro):
@@ -51,7 +55,7 @@ def test_fires_once_per_atomic_exit(tmp_path):
         with ExitWatcher(str(tmp_path), lambda cid, st: seen.append((cid, st))):
             write_exit(str(tmp_path), "c1", 3)
             write_exit(str(tmp_path), "c2", 0)
-            await settle()
+            await settle(seen, 2)
 
     run(main())
     assert seen == [("c1", ExitStatus(3, 0, 123, False)), ("c2", ExitStatus(0, 0, 123, False))]
@@ -63,7 +67,7 @@ def test_plain_write_fires_once(tmp_path):
     async def main():
         with ExitWatcher(str(tmp_path), lambda cid, st: seen.append(cid)):
             write_exit(str(tmp_path), "c1", atomic=False)
-            await settle()
+            await settle(seen, 1)
 
     run(main())
     assert seen == ["c1"]
@@ -96,11 +100,11 @@ def test_removed_and_written_again_fires_again(tmp_path):
     async def main():
         with ExitWatcher(str(tmp_path), lambda cid, st: seen.append(st.exit_code)):
             write_exit(str(tmp_path), "c", 1)
-            await settle()
+            await settle(seen, 1)
             os.unlink(tmp_path / "c")
             await settle()
             write_exit(str(tmp_path), "c", 2)
-            await settle()
+            await settle(seen, 2)
 
     run(main())
     assert seen == [1, 2]
@@ -113,7 +117,7 @@ def test_malformed_file_is_logged_and_skipped(tmp_path, caplog):
         with ExitWatcher(str(tmp_path), lambda cid, st: seen.append(cid)):
             write_exit(str(tmp_path), "bad", text="{not json")
             write_exit(str(tmp_path), "good")
-            await settle()
+            await settle(seen, 1)
 
     with caplog.at_level(logging.ERROR, logger="pycrio.exits"):
         run(main())
@@ -132,9 +136,9 @@ def test_callback_exception_does_not_stop_the_watcher(tmp_path, caplog):
     async def main():
         with ExitWatcher(str(tmp_path), callback):
             write_exit(str(tmp_path), "a")
-            await settle()
+            await settle(seen, 1)
             write_exit(str(tmp_path), "b")
-            await settle()
+            await settle(seen, 2)
 
     with caplog.at_level(logging.ERROR, logger="pycrio.exits"):
         run(main())

@@ -1,0 +1,154 @@
+"""Container mechanics: the overlay rootfs, the bundle and its config.json, the monitor; stop and removal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from typing import Any
+
+from pycrio import monitor, native, spec
+from pycrio.config import Config
+from pycrio.cri import api_pb2
+from pycrio.image.images import Images
+from pycrio.image.store import ImageRecord
+from pycrio.oci import OCIRuntime
+from pycrio.runtime_store import ContainerRecord
+from pycrio.sandbox import ctl_socket_path
+
+logger = logging.getLogger("pycrio.container")
+
+SIGNALS = {s.name: s for s in signal.Signals}
+
+
+def stop_signal(config: dict[str, Any]) -> int:
+    """The image's StopSignal (name like "SIGWINCH" or "WINCH", or a number), else SIGTERM."""
+    value = str(config.get("StopSignal") or "").strip().upper()
+    if not value:
+        return signal.SIGTERM
+    if value.isdigit():
+        return int(value)
+    return int(SIGNALS.get(value if value.startswith("SIG") else "SIG" + value, signal.SIGTERM))
+
+
+class ContainerOps:
+    def __init__(self, cfg: Config, images: Images, runtime_facts: spec.RuntimeFacts):
+        self.cfg = cfg
+        self.images = images
+        self.runtime_facts = runtime_facts
+
+    def dirs(self, container_id: str) -> tuple[str, str]:
+        """(persistent dir with upper/work/merged, volatile bundle dir)."""
+        return (
+            os.path.join(self.cfg.root, "containers", container_id),
+            os.path.join(self.cfg.runroot, "containers", container_id),
+        )
+
+    def exit_file(self, container_id: str) -> str:
+        return os.path.join(self.cfg.runtime.exits_dir, container_id)
+
+    async def create(
+        self,
+        container_id: str,
+        config: api_pb2.ContainerConfig,
+        sandbox: spec.SandboxFacts,
+        log_path: str,
+        image: ImageRecord,
+        runtime: OCIRuntime,
+    ) -> dict[str, Any]:
+        """Mount the rootfs, write the bundle, start the monitor (runtime create). Undone on failure."""
+        top, bundle = self.dirs(container_id)
+        merged = os.path.join(top, "merged")
+        facts: dict[str, Any] = {"top": top, "bundle": bundle, "merged": merged, "log_path": log_path}
+        timings: dict[str, float] = {}
+        try:
+            t = time.monotonic()
+            for path in (os.path.join(top, "upper"), os.path.join(top, "work"), merged, bundle):
+                os.makedirs(path, mode=0o711)
+            lowers = [self.images.layers.diff(chain) for chain in reversed(image.layers)]
+            await asyncio.get_running_loop().run_in_executor(
+                None,
+                native.mount_overlay,
+                merged,
+                lowers,
+                os.path.join(top, "upper"),
+                os.path.join(top, "work"),
+            )
+            facts["mounted"] = True
+            timings["rootfs"] = time.monotonic() - t
+            t = time.monotonic()
+            image_config = self.images.config(image).get("config") or {}
+            document = spec.container_spec(
+                container_id, config, sandbox, spec.ImageFacts(image_config, merged), self.runtime_facts
+            )
+            with open(os.path.join(bundle, "config.json"), "w") as f:
+                json.dump(document, f)
+            facts["stop_signal"] = stop_signal(image_config)
+            facts["cgroups_path"] = document["linux"].get("cgroupsPath", "")
+            timings["spec"] = time.monotonic() - t
+            t = time.monotonic()
+            os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
+            pid = await monitor.spawn(
+                container_id,
+                runtime=runtime.binary,
+                runtime_root=runtime.root,
+                bundle=bundle,
+                pid_file=os.path.join(bundle, "pid"),
+                exit_file=self.exit_file(container_id),
+                ctl_socket=ctl_socket_path(self.cfg, container_id),
+                log_path=log_path,
+                terminal=config.tty,
+                stdin=config.stdin,
+                cgroup_oom_dir=self._oom_dir(facts["cgroups_path"]),
+            )
+            facts["created"] = True
+            facts["pid"] = pid
+            timings["runtime create"] = time.monotonic() - t
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.cleanup(container_id, facts, runtime)
+            raise
+        logger.debug(
+            "container %s created: %s",
+            container_id[:12],
+            ", ".join(f"{k} {v * 1000:.2f} ms" for k, v in timings.items()),
+        )
+        return facts
+
+    def _oom_dir(self, cgroups_path: str) -> str | None:
+        if not cgroups_path or self.runtime_facts.cgroup_manager != "cgroupfs":
+            return None
+        if self.runtime_facts.cgroup_version == 2:
+            return "/sys/fs/cgroup" + cgroups_path
+        return "/sys/fs/cgroup/memory" + cgroups_path
+
+    async def stop(self, record: ContainerRecord, runtime: OCIRuntime, timeout: float, exited: asyncio.Event) -> None:
+        """The stop signal, up to timeout seconds, then SIGKILL; returns once the process is gone."""
+        sig = int(record.facts.get("stop_signal", signal.SIGTERM))
+        if timeout > 0 and await runtime.kill(record.id, sig):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(exited.wait(), timeout)
+        if not exited.is_set() and await runtime.kill(record.id, signal.SIGKILL, all_processes=True):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(exited.wait(), 10)
+
+    async def cleanup(self, container_id: str, facts: dict[str, Any], runtime: OCIRuntime) -> None:
+        """Remove everything the container holds: runtime state, rootfs mount, dirs, exit file. Repeatable."""
+        if facts.get("created"):
+            await runtime.delete(container_id, force=True)
+            facts["created"] = False
+        if facts.get("mounted"):
+            native.unmount(facts["merged"], native.UNMOUNT_DETACH)
+            facts["mounted"] = False
+        for key in ("bundle", "top"):
+            path = facts.get(key)
+            if path and os.path.isdir(path):
+                await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)
+        for path in (self.exit_file(container_id), ctl_socket_path(self.cfg, container_id)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

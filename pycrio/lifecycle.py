@@ -1,0 +1,308 @@
+"""Pods and containers as the CRI sees them: the records, their states, exits, and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import time
+from collections import defaultdict
+from typing import Any
+
+from pycrio import monitor, spec
+from pycrio.config import Config
+from pycrio.container import ContainerOps
+from pycrio.cri import api_pb2
+from pycrio.errors import FailedPrecondition, InvalidArgument, NotFound
+from pycrio.exits import ExitWatcher
+from pycrio.image.images import Images
+from pycrio.monitor import ExitStatus
+from pycrio.oci import OCIRuntime
+from pycrio.runtime_store import ContainerRecord, PodRecord, RuntimeStore
+from pycrio.sandbox import Sandbox, ctl_socket_path, pod_name
+from pycrio.state import Database
+
+logger = logging.getLogger("pycrio.lifecycle")
+
+
+class Lifecycle:
+    def __init__(self, cfg: Config, db: Database, images: Images):
+        self.cfg = cfg
+        self.store = RuntimeStore(db)
+        self.images = images
+        self.runtime_facts = spec.RuntimeFacts.probe(cfg.runtime.default_capabilities, cfg.runtime.cgroup_manager)
+        self.containers_ops = ContainerOps(cfg, images, self.runtime_facts)
+        self._runtimes: dict[str, OCIRuntime] = {}
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._exited: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.watcher = ExitWatcher(cfg.runtime.exits_dir, self._on_exit)
+
+    # ------------------------------------------------------------ plumbing
+
+    def runtime(self, handler: str) -> OCIRuntime:
+        name = handler or self.cfg.runtime.default_runtime
+        if name not in self._runtimes:
+            self._runtimes[name] = OCIRuntime(self.cfg, name)
+        return self._runtimes[name]
+
+    def sandbox_ops(self, handler: str) -> Sandbox:
+        return Sandbox(self.cfg, self.runtime(handler), self.runtime_facts)
+
+    async def start(self) -> None:
+        """Watch exit files, then reconcile the records with what survived the last daemon."""
+        self.watcher.start()
+        await self.recover()
+        self.watcher.scan()
+
+    def close(self) -> None:
+        self.watcher.close()
+
+    def find_pod(self, pod_id: str) -> PodRecord:
+        pod = self.store.pod(pod_id)
+        if pod is None:
+            matches = self.store.pods_by_prefix(pod_id) if len(pod_id) >= 6 else []
+            if len(matches) != 1:
+                raise NotFound(f"pod sandbox {pod_id} not found")
+            pod = matches[0]
+        return pod
+
+    def find_container(self, container_id: str) -> ContainerRecord:
+        c = self.store.container(container_id)
+        if c is None:
+            matches = self.store.containers_by_prefix(container_id) if len(container_id) >= 6 else []
+            if len(matches) != 1:
+                raise NotFound(f"container {container_id} not found")
+            c = matches[0]
+        return c
+
+    # ------------------------------------------------------------ pods
+
+    async def run_pod(self, config: api_pb2.PodSandboxConfig, handler: str) -> str:
+        started = time.monotonic()
+        pod = PodRecord(
+            id=secrets.token_hex(32),
+            name=pod_name(config.metadata),
+            state="creating",
+            config=config,
+            runtime_handler=handler or self.cfg.runtime.default_runtime,
+            created_ns=time.time_ns(),
+        )
+        ops = self.sandbox_ops(handler)  # an unknown handler fails before anything is made
+        self.store.add_pod(pod)  # name clashes fail here, before anything is made
+        async with self._locks[pod.id]:
+            try:
+                pod.facts = await ops.create(pod.id, config)
+            except BaseException:
+                self.store.delete_pod(pod.id)
+                raise
+            pod.state = "ready"
+            self.store.update_pod(pod)
+        logger.info("pod %s (%s) ready in %.1f ms", pod.id[:12], pod.name, (time.monotonic() - started) * 1000)
+        return pod.id
+
+    async def stop_pod(self, pod_id: str) -> None:
+        try:
+            pod = self.find_pod(pod_id)
+        except NotFound:
+            return  # stopping what does not exist is done
+        for c in self.store.containers(pod.id):
+            if c.state in ("created", "running"):
+                await self.stop_container(c.id, 0)
+        async with self._locks[pod.id]:
+            pod = self.find_pod(pod.id)
+            await self.sandbox_ops(pod.runtime_handler).teardown(pod.id, pod.facts)
+            pod.state = "notready"
+            self.store.update_pod(pod)
+        logger.info("pod %s stopped", pod.id[:12])
+
+    async def remove_pod(self, pod_id: str) -> None:
+        try:
+            pod = self.find_pod(pod_id)
+        except NotFound:
+            return
+        for c in self.store.containers(pod.id):
+            await self.remove_container(c.id)
+        async with self._locks[pod.id]:
+            ops = self.sandbox_ops(pod.runtime_handler)
+            await ops.teardown(pod.id, pod.facts)
+            ops.remove_dirs(pod.facts)
+            self.store.delete_pod(pod.id)
+        self._locks.pop(pod.id, None)
+        logger.info("pod %s removed", pod.id[:12])
+
+    # ------------------------------------------------------------ containers
+
+    def _log_path(self, pod: PodRecord, config: api_pb2.ContainerConfig, container_id: str) -> str:
+        directory = pod.config.log_directory or os.path.join(self.cfg.runtime.log_dir, pod.id)
+        relative = config.log_path or f"{config.metadata.name}_{config.metadata.attempt}.log"
+        path = os.path.normpath(os.path.join(directory, relative))
+        if not path.startswith(os.path.normpath(directory) + os.sep):
+            raise InvalidArgument(f"log_path {config.log_path!r} leaves the pod's log directory")
+        return path
+
+    def _sandbox_facts(self, pod: PodRecord, config: api_pb2.ContainerConfig) -> spec.SandboxFacts:
+        facts = self.sandbox_ops(pod.runtime_handler).sandbox_facts(pod.id, pod.config, pod.facts)
+        mode = config.linux.security_context.namespace_options.pid
+        pid_ns_path = None
+        if mode == api_pb2.POD:
+            if not pod.facts.get("pause_pid"):
+                mode = api_pb2.CONTAINER  # the pod has no shared PID namespace
+            else:
+                pid_ns_path = f"/proc/{pod.facts['pause_pid']}/ns/pid"
+        elif mode == api_pb2.TARGET:
+            target = self.find_container(config.linux.security_context.namespace_options.target_id)
+            if target.pod_id != pod.id or target.state != "running" or not target.pid:
+                raise FailedPrecondition(f"target container {target.id[:12]} is not running in this pod")
+            pid_ns_path = f"/proc/{target.pid}/ns/pid"
+        return dataclasses.replace(facts, pid_mode=mode, pid_ns_path=pid_ns_path)
+
+    async def create_container(
+        self, pod_id: str, config: api_pb2.ContainerConfig, sandbox_config: api_pb2.PodSandboxConfig | None
+    ) -> str:
+        started = time.monotonic()
+        pod = self.find_pod(pod_id)
+        if pod.state != "ready":
+            raise FailedPrecondition(f"pod sandbox {pod.id[:12]} is not ready (state {pod.state})")
+        image = self.images.find(config.image.image)
+        if image is None:
+            raise NotFound(f"image {config.image.image!r} not found: pull it first")
+        record = ContainerRecord(
+            id=secrets.token_hex(32),
+            pod_id=pod.id,
+            name=f"{pod.id}/{config.metadata.name}_{config.metadata.attempt}",
+            state="creating",
+            config=config,
+            image_id=image.id,
+            image_ref=(image.digests or image.tags or [image.id])[0],
+            created_ns=time.time_ns(),
+        )
+        log_path = self._log_path(pod, config, record.id)
+        sandbox = self._sandbox_facts(pod, config)
+        self.store.add_container(record)
+        runtime = self.runtime(pod.runtime_handler)
+        try:
+            record.facts = await self.containers_ops.create(record.id, config, sandbox, log_path, image, runtime)
+        except BaseException:
+            self.store.delete_container(record.id)
+            raise
+        record.state = "created"
+        record.pid = record.facts.get("pid")
+        self.store.update_container(record)
+        logger.info("container %s (%s) created in %.1f ms", record.id[:12], config.metadata.name,
+                    (time.monotonic() - started) * 1000)  # fmt: skip
+        return record.id
+
+    async def start_container(self, container_id: str) -> None:
+        c = self.find_container(container_id)
+        async with self._locks[c.id]:
+            c = self.find_container(c.id)
+            if c.state != "created":
+                raise FailedPrecondition(f"container {c.id[:12]} is {c.state}, not created")
+            pod = self.find_pod(c.pod_id)
+            started_ns = time.time_ns()  # before: a quick process may exit before `start` returns
+            await self.runtime(pod.runtime_handler).start(c.id)
+            c = self.find_container(c.id)
+            if c.state == "created":  # the exit watcher may already have seen it finish
+                c.state = "running"
+            c.started_ns = started_ns
+            self.store.update_container(c)
+
+    async def stop_container(self, container_id: str, timeout: int) -> None:
+        try:
+            c = self.find_container(container_id)
+        except NotFound:
+            return
+        if c.state not in ("created", "running"):
+            return
+        pod = self.find_pod(c.pod_id)
+        runtime = self.runtime(pod.runtime_handler)
+        exited = self._exited[c.id]
+        await self.containers_ops.stop(c, runtime, float(timeout), exited)
+        if c.state == "created":  # never started: nothing will write an exit file
+            c = self.find_container(c.id)
+            if c.state == "created":
+                c.state, c.finished_ns, c.exit_code, c.reason = "exited", time.time_ns(), 0, "Completed"
+                self.store.update_container(c)
+
+    async def remove_container(self, container_id: str) -> None:
+        try:
+            c = self.find_container(container_id)
+        except NotFound:
+            return
+        async with self._locks[c.id]:
+            pod = self.find_pod(c.pod_id)
+            runtime = self.runtime(pod.runtime_handler)
+            if c.state in ("created", "running"):
+                await runtime.kill(c.id, 9, all_processes=True)
+            await self.containers_ops.cleanup(c.id, c.facts, runtime)
+            self.store.delete_container(c.id)
+        self._locks.pop(c.id, None)
+        self._exited.pop(c.id, None)
+        self.watcher.forget(c.id)
+
+    async def exec_sync(self, container_id: str, cmd: list[str], timeout: int):
+        c = self.find_container(container_id)
+        if c.state != "running":
+            raise FailedPrecondition(f"container {c.id[:12]} is not running")
+        pod = self.find_pod(c.pod_id)
+        with open(os.path.join(c.facts["bundle"], "config.json")) as f:
+            process = dict(json.load(f)["process"])
+        process.update({"args": list(cmd), "terminal": False})
+        return await self.runtime(pod.runtime_handler).exec_sync(c.id, process, float(timeout))
+
+    async def reopen_log(self, container_id: str) -> None:
+        c = self.find_container(container_id)
+        if c.state != "running":
+            raise FailedPrecondition(f"container {c.id[:12]} is not running")
+        await monitor.reopen_log(ctl_socket_path(self.cfg, c.id))
+
+    # ------------------------------------------------------------ exits and recovery
+
+    def _on_exit(self, container_id: str, status: ExitStatus) -> None:
+        c = self.store.container(container_id)
+        if c is not None:
+            if c.state != "exited":
+                c.state = "exited"
+                c.finished_ns = status.finished_ns
+                c.exit_code = status.exit_code
+                c.reason = "OOMKilled" if status.oom_killed else ("Completed" if status.exit_code == 0 else "Error")
+                self.store.update_container(c)
+                logger.info("container %s exited with %d (%s)", c.id[:12], c.exit_code, c.reason)
+            self._exited[c.id].set()
+            return
+        pod = self.store.pod(container_id)
+        if pod is not None and pod.state == "ready":
+            logger.warning("pod %s: its pause process exited (code %d)", pod.id[:12], status.exit_code)
+
+    async def recover(self) -> None:
+        """Drop what a crash caught half-made; mark as exited what ended while the daemon was down."""
+        for c in self.store.containers():
+            if c.state == "creating":
+                logger.warning("container %s was being created when the daemon stopped: removing it", c.id[:12])
+                top, bundle = self.containers_ops.dirs(c.id)
+                leftovers = {"created": True, "mounted": True, "top": top, "bundle": bundle,
+                             "merged": os.path.join(top, "merged"), **c.facts}  # fmt: skip
+                with contextlib.suppress(Exception):
+                    owner = self.store.pod(c.pod_id)
+                    handler = owner.runtime_handler if owner else ""
+                    await self.containers_ops.cleanup(c.id, leftovers, self.runtime(handler))
+                self.store.delete_container(c.id)
+        for pod in self.store.pods():
+            if pod.state == "creating":
+                logger.warning("pod %s was being created when the daemon stopped: removing it", pod.id[:12])
+                ops = self.sandbox_ops(pod.runtime_handler)
+                pod_dir, ns_dir = ops.dirs(pod.id)
+                facts: dict[str, Any] = {"dir": pod_dir, "ns_dir": ns_dir, "pause_created": True,
+                                         "shm_mounted": os.path.isdir(os.path.join(pod_dir, "shm")),
+                                         "shm_path": os.path.join(pod_dir, "shm"),
+                                         "pause_bind": os.path.join(pod_dir, "pause", "rootfs", "pause")}  # fmt: skip
+                for kind in ("net", "ipc", "uts"):
+                    facts[f"{kind}ns"] = os.path.join(ns_dir, kind)
+                with contextlib.suppress(Exception):
+                    await ops.teardown(pod.id, facts)
+                ops.remove_dirs(facts)
+                self.store.delete_pod(pod.id)

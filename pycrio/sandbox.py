@@ -1,0 +1,252 @@
+"""Pod sandbox mechanics: files, /dev/shm, pinned namespaces and the pause container; and their teardown.
+
+No pause image is pulled: a pod that shares one PID namespace gets pycrio-pause,
+bind-mounted read-only into an otherwise empty rootfs, as PID 1 of that namespace.
+Every step of create is undone if a later one fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from typing import Any
+
+from pycrio import monitor, native, spec
+from pycrio.config import Config
+from pycrio.cri import api_pb2
+from pycrio.errors import InvalidArgument
+from pycrio.oci import OCIRuntime
+from pycrio.paths import helper_binary
+
+logger = logging.getLogger("pycrio.sandbox")
+
+PAUSE_IN_ROOTFS = "/pause"
+SHM_SIZE = 64 << 20
+PAUSE_STOP_TIMEOUT = 5.0
+
+
+def ctl_socket_path(cfg: Config, container_id: str) -> str:
+    """A monitor's control socket: short, since unix socket paths end at 107 bytes."""
+    directory = os.path.join(cfg.runroot, "ctl")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return os.path.join(directory, container_id[:32] + ".sock")
+
+
+def pod_name(meta: api_pb2.PodSandboxMetadata) -> str:
+    return f"{meta.name}_{meta.namespace}_{meta.uid}_{meta.attempt}"
+
+
+def namespace_modes(config: api_pb2.PodSandboxConfig) -> tuple[int, int, int]:
+    """(network, pid, ipc) namespace modes of the pod (POD = 0 is the proto's default)."""
+    opts = config.linux.security_context.namespace_options
+    return opts.network, opts.pid, opts.ipc
+
+
+def resolv_conf(dns: api_pb2.DNSConfig) -> str:
+    lines = [f"nameserver {s}" for s in dns.servers]
+    if dns.searches:
+        lines.append("search " + " ".join(dns.searches))
+    if dns.options:
+        lines.append("options " + " ".join(dns.options))
+    return "\n".join(lines) + "\n"
+
+
+class Sandbox:
+    """Creates and tears down one pod's host-side resources; facts record what exists."""
+
+    def __init__(self, cfg: Config, runtime: OCIRuntime, runtime_facts: spec.RuntimeFacts):
+        self.cfg = cfg
+        self.runtime = runtime
+        self.runtime_facts = runtime_facts
+
+    def dirs(self, pod_id: str) -> tuple[str, str]:
+        return os.path.join(self.cfg.runroot, "pods", pod_id), os.path.join(self.cfg.runtime.namespaces_dir, pod_id)
+
+    async def create(self, pod_id: str, config: api_pb2.PodSandboxConfig) -> dict[str, Any]:
+        """Make the pod's resources; returns the facts to record. Undoes everything on failure."""
+        network, pid_mode, ipc = namespace_modes(config)
+        if pid_mode == api_pb2.TARGET:
+            raise InvalidArgument("a pod sandbox cannot use the TARGET PID namespace mode")
+        pod_dir, ns_dir = self.dirs(pod_id)
+        facts: dict[str, Any] = {"dir": pod_dir, "ns_dir": ns_dir, "pid_mode": pid_mode}
+        timings: dict[str, float] = {}
+        try:
+            t = time.monotonic()
+            os.makedirs(pod_dir, mode=0o711)
+            os.makedirs(ns_dir, mode=0o711)
+            host_network = network == api_pb2.NODE
+            hostname = config.hostname or (os.uname().nodename if host_network else config.metadata.name)
+            facts["hostname"] = hostname
+            hostname_path = os.path.join(pod_dir, "hostname")
+            with open(hostname_path, "w") as f:
+                f.write(hostname + "\n")
+            facts["hostname_path"] = hostname_path
+            if config.HasField("dns_config") and (config.dns_config.servers or config.dns_config.searches):
+                path = os.path.join(pod_dir, "resolv.conf")
+                with open(path, "w") as f:
+                    f.write(resolv_conf(config.dns_config))
+                facts["resolv_conf_path"] = path
+            if ipc == api_pb2.NODE:
+                facts["shm_path"] = "/dev/shm"
+            else:
+                shm = os.path.join(pod_dir, "shm")
+                os.mkdir(shm)
+                native.mount_tmpfs(shm, f"mode=1777,size={SHM_SIZE // 1024}k")
+                facts["shm_path"] = shm
+                facts["shm_mounted"] = True
+            timings["files"] = time.monotonic() - t
+            t = time.monotonic()
+            kinds = 0
+            if not host_network:
+                kinds |= native.NS_NET | native.NS_UTS
+            if ipc != api_pb2.NODE:
+                kinds |= native.NS_IPC
+            sysctls = dict(config.linux.sysctls)
+            _check_sysctls(sysctls, host_network, ipc == api_pb2.NODE)
+            if kinds:
+                pins = await asyncio.get_running_loop().run_in_executor(
+                    None, native.ns_pin, ns_dir, kinds, hostname if not host_network else None, sysctls
+                )
+                facts.update({f"{kind}ns": path for kind, path in pins.items()})
+            timings["namespaces"] = time.monotonic() - t
+            if pid_mode == api_pb2.POD:
+                t = time.monotonic()
+                await self._start_pause(pod_id, config, facts)
+                timings["pause"] = time.monotonic() - t
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.teardown(pod_id, facts)
+            self.remove_dirs(facts)
+            raise
+        logger.debug(
+            "pod %s resources: %s", pod_id[:12], ", ".join(f"{k} {v * 1000:.2f} ms" for k, v in timings.items())
+        )
+        return facts
+
+    def sandbox_facts(self, pod_id: str, config: api_pb2.PodSandboxConfig, facts: dict[str, Any]) -> spec.SandboxFacts:
+        _, pid_mode, _ = namespace_modes(config)
+        pause_pid = facts.get("pause_pid")
+        return spec.SandboxFacts(
+            id=pod_id,
+            hostname=facts.get("hostname", ""),
+            netns_path=facts.get("netns"),
+            ipcns_path=facts.get("ipcns"),
+            utsns_path=facts.get("utsns"),
+            pid_mode=pid_mode,
+            pid_ns_path=f"/proc/{pause_pid}/ns/pid" if pause_pid else None,
+            cgroup_parent=config.linux.cgroup_parent,
+            resolv_conf_path=facts.get("resolv_conf_path"),
+            hostname_path=facts.get("hostname_path"),
+            shm_path=facts.get("shm_path"),
+            sysctls=dict(config.linux.sysctls),
+            privileged=config.linux.security_context.privileged,
+        )
+
+    async def _start_pause(self, pod_id: str, config: api_pb2.PodSandboxConfig, facts: dict[str, Any]) -> None:
+        bundle = os.path.join(facts["dir"], "pause")
+        rootfs = os.path.join(bundle, "rootfs")
+        os.makedirs(rootfs)
+        pause_target = os.path.join(rootfs, PAUSE_IN_ROOTFS.lstrip("/"))
+        open(pause_target, "w").close()
+        native.mount_bind(helper_binary("pycrio-pause"), pause_target, native.MOUNT_RDONLY)
+        facts["pause_bind"] = pause_target
+        sandbox = self.sandbox_facts(pod_id, config, facts)
+        document = spec.pause_spec(sandbox, PAUSE_IN_ROOTFS, self.runtime_facts, rootfs=rootfs)
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(document, f)
+        facts["pause_bundle"] = bundle
+        pid = await monitor.spawn(
+            pod_id,
+            runtime=self.runtime.binary,
+            runtime_root=self.runtime.root,
+            bundle=bundle,
+            pid_file=os.path.join(bundle, "pid"),
+            exit_file=os.path.join(self.cfg.runtime.exits_dir, pod_id),
+            ctl_socket=ctl_socket_path(self.cfg, pod_id),
+            log_path=os.path.join(bundle, "pause.log"),
+        )
+        facts["pause_created"] = True
+        await self.runtime.start(pod_id)
+        facts["pause_pid"] = pid
+
+    async def teardown(self, pod_id: str, facts: dict[str, Any]) -> None:
+        """Stop the pause container, unmount /dev/shm, unpin namespaces; safe to repeat."""
+        errors: list[str] = []
+        if facts.get("pause_created"):
+            try:
+                if await self.runtime.kill(pod_id, signal.SIGKILL):
+                    await _wait_gone(facts.get("pause_pid"), PAUSE_STOP_TIMEOUT)
+                await self.runtime.delete(pod_id, force=True)
+                facts["pause_created"] = False
+                facts.pop("pause_pid", None)
+                for path in (os.path.join(self.cfg.runtime.exits_dir, pod_id), ctl_socket_path(self.cfg, pod_id)):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+            except Exception as e:  # noqa: BLE001 - keep tearing down, report at the end
+                errors.append(f"pause container: {e}")
+        if facts.get("pause_bind"):
+            try:
+                native.unmount(facts["pause_bind"], native.UNMOUNT_DETACH)
+                facts.pop("pause_bind")
+            except OSError as e:
+                errors.append(f"pause binary bind mount: {e}")
+        if facts.get("shm_mounted"):
+            try:
+                native.unmount(facts["shm_path"], native.UNMOUNT_DETACH)
+                facts["shm_mounted"] = False
+            except OSError as e:
+                errors.append(f"/dev/shm: {e}")
+        for kind in ("net", "ipc", "uts"):
+            pin = facts.get(f"{kind}ns")
+            if pin:
+                try:
+                    native.ns_unpin(pin)
+                    facts.pop(f"{kind}ns")
+                except OSError as e:
+                    errors.append(f"{kind} namespace: {e}")
+        if errors:
+            raise OSError(f"pod {pod_id[:12]} teardown incomplete: " + "; ".join(errors))
+
+    def remove_dirs(self, facts: dict[str, Any]) -> None:
+        for key in ("dir", "ns_dir"):
+            path = facts.get(key)
+            if path and os.path.isdir(path) and not _has_mounts_below(path):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+NAMESPACED_SYSCTL_PREFIXES = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.", "net.")
+
+
+def _check_sysctls(sysctls: dict[str, str], host_network: bool, host_ipc: bool) -> None:
+    for key in sysctls:
+        name = key.replace("/", ".")
+        if not name.startswith(NAMESPACED_SYSCTL_PREFIXES):
+            raise InvalidArgument(f"sysctl {key} is not namespaced: a pod may not set it")
+        if name.startswith("net.") and host_network:
+            raise InvalidArgument(f"sysctl {key}: a pod on the host network may not set net.* sysctls")
+        if not name.startswith("net.") and host_ipc:
+            raise InvalidArgument(f"sysctl {key}: a pod in the host IPC namespace may not set IPC sysctls")
+
+
+def _has_mounts_below(path: str) -> bool:
+    prefix = path.rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4].startswith(prefix) or line.split()[4] == path for line in f)
+
+
+async def _wait_gone(pid: int | None, timeout: float) -> None:
+    if not pid:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        await asyncio.sleep(0.01)
