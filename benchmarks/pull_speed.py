@@ -122,6 +122,7 @@ def time_pulls(endpoint: str, image: str, runs: int) -> list[float]:
         for _ in range(runs):
             stub.RemoveImage(api_pb2.RemoveImageRequest(image=spec), timeout=120)
             time.sleep(1)  # let asynchronous garbage collection settle
+            os.sync()  # start every run with no dirty data: this disk's writeback throttles later runs
             started = time.perf_counter()
             stub.PullImage(api_pb2.PullImageRequest(image=spec), timeout=1800)
             times.append(time.perf_counter() - started)

@@ -106,7 +106,7 @@ class ImageConfig:
         path=True,
     )
     pull_progress_timeout: int = opt(60, "Seconds a pull may go without receiving a byte before it is cancelled.")
-    max_concurrent_downloads: int = opt(3, "Layers downloaded and extracted at once, across all pulls.")
+    max_concurrent_downloads: int = opt(6, "Layers downloaded and extracted at once, across all pulls.")
     pinned_images: list[str] = opt(
         [], "Images reported pinned (never garbage-collected by the kubelet): exact names, or globs ending in '*'."
     )

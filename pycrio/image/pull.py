@@ -215,9 +215,16 @@ class Puller:
             started = time.monotonic()
             async with self.downloads:
                 assert temp is not None
+                result = None
                 if self.content.has(desc.digest):
-                    result = await self._extract_local(desc, diff_id, temp)
-                else:
+                    try:
+                        result = await self._extract_local(desc, diff_id, temp)
+                    except LayerIntegrityError as e:
+                        logger.warning("stored blob %s is damaged (%s): fetching it again", desc.digest, e)
+                        self.content.remove(desc.digest)
+                        await loop.run_in_executor(None, remove_tree, temp)
+                        temp = await loop.run_in_executor(None, self.layers.new_temp)
+                if result is None:
                     result = await self._extract_remote(source, desc, diff_id, creds, temp)
             elapsed = time.monotonic() - started
             logger.debug(
@@ -285,7 +292,7 @@ class Puller:
             except native.NativeError as e:
                 raise LayerIntegrityError(f"layer {desc.digest}: {e}") from e
             _check_layer(desc, diff_id, stats)
-            self.content.commit(blob_path, desc.digest)
+            self.content.commit(blob_path, desc.digest, sync=False)
             committed = True
             return stats
         finally:

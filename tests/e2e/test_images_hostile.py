@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -209,4 +210,23 @@ def test_pull_log_line_has_figures(daemon_factory, registry, busybox_image):
     pull(d, f"{registry.host}/test/busybox:latest")
     line = next(line for line in d.log().splitlines() if "pulled " in line)
     assert "1 layers (1 fetched)" in line and "MB/s" in line and "bytes compressed" in line
+    assert d.stop() == 0
+
+
+def test_damaged_stored_blob_is_fetched_again(daemon_factory, registry, busybox_image):
+    d = _daemon(daemon_factory, registry.host)
+    name = f"{registry.host}/test/busybox:latest"
+    pull(d, name)
+    assert d.stop() == 0
+    blob = os.path.join(d.root, "blobs", "sha256", busybox_image.layers[0].digest[7:])
+    with open(blob, "r+b") as f:  # as a power loss might leave a blob that was never fsynced
+        f.truncate(100)
+    (chain,) = layer_dirs(d)
+    shutil.rmtree(os.path.join(d.root, "layers", chain))
+    d.start()
+    assert pull(d, name) == busybox_image.config_blob.digest
+    assert "is damaged" in d.log()
+    with open(blob, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == busybox_image.layers[0].digest[7:]
+    assert layer_dirs(d) == [chain]
     assert d.stop() == 0
