@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from pycrio import monitor, spec
+from pycrio import monitor, spec, spec_resources
 from pycrio.config import Config
 from pycrio.container import ContainerOps
 from pycrio.cri import api_pb2
@@ -28,6 +28,16 @@ from pycrio.state import Database
 
 logger = logging.getLogger("pycrio.lifecycle")
 
+EVENT_QUEUE_SIZE = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerEvent:
+    kind: int  # api_pb2.ContainerEventType
+    at_ns: int
+    container: ContainerRecord  # as it was when the event happened
+    pod: PodRecord | None
+
 
 class Lifecycle:
     def __init__(self, cfg: Config, db: Database, images: Images):
@@ -40,6 +50,28 @@ class Lifecycle:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._exited: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.watcher = ExitWatcher(cfg.runtime.exits_dir, self._on_exit)
+        self.subscribers: set[asyncio.Queue[ContainerEvent]] = set()
+
+    # ------------------------------------------------------------ events
+
+    def subscribe(self) -> asyncio.Queue[ContainerEvent]:
+        queue: asyncio.Queue[ContainerEvent] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        self.subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[ContainerEvent]) -> None:
+        self.subscribers.discard(queue)
+
+    def _emit(self, kind: int, container: ContainerRecord) -> None:
+        if not self.subscribers:
+            return
+        pod = self.store.pod(container.pod_id)
+        event = ContainerEvent(kind, time.time_ns(), dataclasses.replace(container), pod)
+        for queue in self.subscribers:
+            if queue.full():  # a subscriber that does not read loses its oldest events, not the daemon's memory
+                queue.get_nowait()
+                logger.warning("container event subscriber too slow: dropped an event")
+            queue.put_nowait(event)
 
     # ------------------------------------------------------------ plumbing
 
@@ -192,6 +224,7 @@ class Lifecycle:
         record.state = "created"
         record.pid = record.facts.get("pid")
         self.store.update_container(record)
+        self._emit(api_pb2.CONTAINER_CREATED_EVENT, record)
         logger.info("container %s (%s) created in %.1f ms", record.id[:12], config.metadata.name,
                     (time.monotonic() - started) * 1000)  # fmt: skip
         return record.id
@@ -210,6 +243,7 @@ class Lifecycle:
                 c.state = "running"
             c.started_ns = started_ns
             self.store.update_container(c)
+            self._emit(api_pb2.CONTAINER_STARTED_EVENT, c)
 
     async def stop_container(self, container_id: str, timeout: int) -> None:
         try:
@@ -227,6 +261,7 @@ class Lifecycle:
             if c.state == "created":
                 c.state, c.finished_ns, c.exit_code, c.reason = "exited", time.time_ns(), 0, "Completed"
                 self.store.update_container(c)
+                self._emit(api_pb2.CONTAINER_STOPPED_EVENT, c)
 
     async def remove_container(self, container_id: str) -> None:
         try:
@@ -240,9 +275,20 @@ class Lifecycle:
                 await runtime.kill(c.id, 9, all_processes=True)
             await self.containers_ops.cleanup(c.id, c.facts, runtime)
             self.store.delete_container(c.id)
+            self._emit(api_pb2.CONTAINER_DELETED_EVENT, c)
         self._locks.pop(c.id, None)
         self._exited.pop(c.id, None)
         self.watcher.forget(c.id)
+
+    async def update_resources(self, container_id: str, resources: api_pb2.LinuxContainerResources) -> None:
+        c = self.find_container(container_id)
+        if c.state not in ("created", "running"):
+            raise FailedPrecondition(f"container {c.id[:12]} is {c.state}: its resources cannot change")
+        document = spec_resources.linux_resources(resources, self.runtime_facts.cgroup_version)
+        pod = self.find_pod(c.pod_id)
+        await self.runtime(pod.runtime_handler).update(c.id, document)
+        c.config.linux.resources.CopyFrom(resources)
+        self.store.update_container_config(c)
 
     async def exec_sync(self, container_id: str, cmd: list[str], timeout: int):
         c = self.find_container(container_id)
@@ -272,6 +318,7 @@ class Lifecycle:
                 c.reason = "OOMKilled" if status.oom_killed else ("Completed" if status.exit_code == 0 else "Error")
                 self.store.update_container(c)
                 logger.info("container %s exited with %d (%s)", c.id[:12], c.exit_code, c.reason)
+                self._emit(api_pb2.CONTAINER_STOPPED_EVENT, c)
             self._exited[c.id].set()
             return
         pod = self.store.pod(container_id)

@@ -117,6 +117,10 @@ class RuntimeStore:
                  json.dumps(c.facts), c.id),
             )  # fmt: skip
 
+    def update_container_config(self, c: ContainerRecord) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE containers SET config = ? WHERE id = ?", (c.config.SerializeToString(), c.id))
+
     def delete_container(self, container_id: str) -> None:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (container_id,))

@@ -8,14 +8,9 @@ import json
 from pycrio.cri import api_pb2
 from pycrio.lifecycle import Lifecycle
 from pycrio.runtime_store import ContainerRecord
+from pycrio.server.convert import CONTAINER_STATES, container_status, pod_status
 
 STREAM_BATCH = 100
-_STATES = {
-    "creating": api_pb2.CONTAINER_UNKNOWN,
-    "created": api_pb2.CONTAINER_CREATED,
-    "running": api_pb2.CONTAINER_RUNNING,
-    "exited": api_pb2.CONTAINER_EXITED,
-}
 
 
 class ContainerServicer:
@@ -41,24 +36,7 @@ class ContainerServicer:
 
     async def ContainerStatus(self, request, context):
         c = self.lifecycle.find_container(request.container_id)
-        status = api_pb2.ContainerStatus(
-            id=c.id,
-            metadata=c.config.metadata,
-            state=_STATES[c.state],
-            created_at=c.created_ns,
-            started_at=c.started_ns,
-            finished_at=c.finished_ns,
-            exit_code=c.exit_code,
-            image=api_pb2.ImageSpec(image=c.config.image.image, annotations=c.config.image.annotations),
-            image_ref=c.image_ref,
-            image_id=c.image_id,
-            reason=c.reason,
-            message=c.message,
-            labels=c.config.labels,
-            annotations=c.config.annotations,
-            mounts=c.config.mounts,
-            log_path=c.facts.get("log_path", ""),
-        )
+        status = container_status(c)
         info = {}
         if request.verbose:
             info["info"] = json.dumps({"pid": c.pid, "facts": c.facts, "sandboxID": c.pod_id})
@@ -72,7 +50,7 @@ class ContainerServicer:
             image=api_pb2.ImageSpec(image=c.config.image.image),
             image_ref=c.image_ref,
             image_id=c.image_id,
-            state=_STATES[c.state],
+            state=CONTAINER_STATES[c.state],
             created_at=c.created_ns,
             labels=c.config.labels,
             annotations=c.config.annotations,
@@ -89,7 +67,7 @@ class ContainerServicer:
                     continue
                 if f.pod_sandbox_id and not c.pod_id.startswith(f.pod_sandbox_id):
                     continue
-                if f.HasField("state") and _STATES[c.state] != f.state.state:
+                if f.HasField("state") and CONTAINER_STATES[c.state] != f.state.state:
                     continue
                 if any(c.config.labels.get(k) != v for k, v in f.label_selector.items()):
                     continue
@@ -107,6 +85,27 @@ class ContainerServicer:
     async def ExecSync(self, request, context):
         result = await self.lifecycle.exec_sync(request.container_id, list(request.cmd), request.timeout)
         return api_pb2.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    async def UpdateContainerResources(self, request, context):
+        await self.lifecycle.update_resources(request.container_id, request.linux)
+        return api_pb2.UpdateContainerResourcesResponse()
+
+    async def GetContainerEvents(self, request, context):
+        queue = self.lifecycle.subscribe()
+        try:
+            while True:
+                event = await queue.get()
+                response = api_pb2.ContainerEventResponse(
+                    container_id=event.container.id,
+                    container_event_type=event.kind,
+                    created_at=event.at_ns,
+                    containers_statuses=[container_status(event.container)],
+                )
+                if event.pod is not None:
+                    response.pod_sandbox_status.CopyFrom(pod_status(event.pod))
+                yield response
+        finally:
+            self.lifecycle.unsubscribe(queue)
 
     async def ReopenContainerLog(self, request, context):
         await self.lifecycle.reopen_log(request.container_id)

@@ -8,9 +8,9 @@ import time
 from pycrio.cri import api_pb2
 from pycrio.lifecycle import Lifecycle
 from pycrio.runtime_store import PodRecord
+from pycrio.server.convert import POD_STATES, pod_status
 
 STREAM_BATCH = 100
-_STATES = {"ready": api_pb2.SANDBOX_READY, "creating": api_pb2.SANDBOX_NOTREADY, "notready": api_pb2.SANDBOX_NOTREADY}
 
 
 def _matches_labels(labels, selector) -> bool:
@@ -35,19 +35,7 @@ class PodServicer:
 
     async def PodSandboxStatus(self, request, context):
         pod = self.lifecycle.find_pod(request.pod_sandbox_id)
-        status = api_pb2.PodSandboxStatus(
-            id=pod.id,
-            metadata=pod.config.metadata,
-            state=_STATES[pod.state],
-            created_at=pod.created_ns,
-            network=api_pb2.PodSandboxNetworkStatus(ip=pod.facts.get("ip", "")),
-            linux=api_pb2.LinuxPodSandboxStatus(
-                namespaces=api_pb2.Namespace(options=pod.config.linux.security_context.namespace_options)
-            ),
-            labels=pod.config.labels,
-            annotations=pod.config.annotations,
-            runtime_handler=pod.runtime_handler,
-        )
+        status = pod_status(pod)
         info = {}
         if request.verbose:
             info["info"] = json.dumps({"facts": pod.facts, "name": pod.name})
@@ -57,7 +45,7 @@ class PodServicer:
         return api_pb2.PodSandbox(
             id=pod.id,
             metadata=pod.config.metadata,
-            state=_STATES[pod.state],
+            state=POD_STATES[pod.state],
             created_at=pod.created_ns,
             labels=pod.config.labels,
             annotations=pod.config.annotations,
@@ -73,7 +61,7 @@ class PodServicer:
             if f is not None:
                 if f.id and not pod.id.startswith(f.id):
                     continue
-                if f.HasField("state") and _STATES[pod.state] != f.state.state:
+                if f.HasField("state") and POD_STATES[pod.state] != f.state.state:
                     continue
                 if not _matches_labels(pod.config.labels, f.label_selector):
                     continue

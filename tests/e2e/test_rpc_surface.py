@@ -32,6 +32,8 @@ IMPLEMENTED = {
     "StreamContainers",
     "ExecSync",
     "ReopenContainerLog",
+    "UpdateContainerResources",
+    "GetContainerEvents",
 }
 
 
