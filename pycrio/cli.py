@@ -147,12 +147,27 @@ def _mounts_under(paths: list[str]) -> list[str]:
     return sorted(found, key=lambda p: p.count("/"), reverse=True)
 
 
+def _delete_runtime_containers(cfg: config.Config) -> None:
+    """Kill and delete every container the runtime handlers know (their monitors then exit)."""
+    from pycrio.oci import runtime_binary
+
+    for name, handler in cfg.runtime.runtimes.items():
+        binary = runtime_binary(cfg, name)
+        if binary is None or not os.path.isdir(handler.runtime_root):
+            continue
+        listed = subprocess.run([binary, "--root", handler.runtime_root, "list", "-q"], capture_output=True, text=True)
+        for container_id in listed.stdout.split():
+            subprocess.run([binary, "--root", handler.runtime_root, "delete", "--force", container_id], check=False)
+            print(f"deleted container {container_id[:12]} ({name})")
+
+
 def cmd_wipe(args: argparse.Namespace) -> int:
     cfg = load_config(args).resolved()
     sock = listen.socket_path(cfg.api.listen)
     if listen.is_locked(sock) or listen.is_served(sock):
         print(f"pycrio: a daemon is serving {sock}; stop it before wiping", file=sys.stderr)
         return 1
+    _delete_runtime_containers(cfg)
     targets = [cfg.root, cfg.runroot, cfg.runtime.exits_dir, cfg.runtime.namespaces_dir]
     targets = [t for t in dict.fromkeys(os.path.realpath(t) for t in targets) if t != "/"]
     for point in _mounts_under(targets):
