@@ -9,18 +9,21 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pycrio import digest as dg
 from pycrio.config import Config
 from pycrio.errors import InvalidArgument
-from pycrio.image.auth import Credentials
+from pycrio.image.credentials import Credentials
 from pycrio.image.pull import InUse, Puller
 from pycrio.image.registries_conf import RegistriesConf
-from pycrio.image.registry import RegistryClient
 from pycrio.image.store import ImageRecord, ImageStore
 from pycrio.state import Database
 from pycrio.storage.content import ContentStore
 from pycrio.storage.layers import LayerStore
+
+if TYPE_CHECKING:
+    from pycrio.image.registry import RegistryClient
 
 logger = logging.getLogger("pycrio.images")
 
@@ -41,13 +44,12 @@ class Images:
         self.content = ContentStore(os.path.join(cfg.root, "blobs"))
         self.layers = LayerStore(os.path.join(cfg.root, "layers"))
         self.registries = RegistriesConf.load(cfg.image.registries_conf)
-        self.client = RegistryClient(progress_timeout=float(cfg.image.pull_progress_timeout))
         self.in_use = InUse()
         self.puller = Puller(
             self.store,
             self.content,
             self.layers,
-            self.client,
+            self._registry_client,
             self.registries,
             self.in_use,
             cfg.image.max_concurrent_downloads,
@@ -56,7 +58,12 @@ class Images:
 
     async def close(self) -> None:
         await self.puller.close()
-        await self.client.close()
+
+    def _registry_client(self) -> RegistryClient:
+        # Imported here: aiohttp costs about 9 MB of RSS, paid at the first pull only.
+        from pycrio.image.registry import RegistryClient
+
+        return RegistryClient(progress_timeout=float(self.cfg.image.pull_progress_timeout))
 
     # ------------------------------------------------------------ start-up
 

@@ -19,21 +19,24 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pycrio import digest as dg
 from pycrio import native
 from pycrio.errors import InvalidArgument, NotFound, PycrioError
 from pycrio.image import manifest as mf
-from pycrio.image.auth import Credentials
+from pycrio.image.credentials import Credentials
 from pycrio.image.reference import Reference
 from pycrio.image.registries_conf import RegistriesConf, Source
-from pycrio.image.registry import RegistryClient
 from pycrio.image.store import ImageRecord, ImageStore, LayerRecord
 from pycrio.storage.content import ContentStore
 from pycrio.storage.layers import LayerStore, remove_tree
+
+if TYPE_CHECKING:
+    from pycrio.image.registry import RegistryClient
 
 logger = logging.getLogger("pycrio.pull")
 
@@ -82,19 +85,28 @@ class Puller:
         store: ImageStore,
         content: ContentStore,
         layers: LayerStore,
-        client: RegistryClient,
+        make_client: Callable[[], RegistryClient],
         registries: RegistriesConf,
         in_use: InUse,
         max_concurrent_downloads: int,
     ):
         self.store, self.content, self.layers = store, content, layers
-        self.client, self.registries, self.in_use = client, registries, in_use
+        self._make_client = make_client
+        self._client: RegistryClient | None = None
+        self.registries, self.in_use = registries, in_use
         self.downloads = asyncio.Semaphore(max(1, max_concurrent_downloads))
         # Extraction threads: one per concurrent download, plus pipe writers.
         self.extractors = ThreadPoolExecutor(max(1, max_concurrent_downloads), thread_name_prefix="extract")
         self.writers = ThreadPoolExecutor(max(1, max_concurrent_downloads), thread_name_prefix="pipe")
         self._pulls: dict[tuple[str, str], asyncio.Task[str]] = {}
         self._layer_tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def client(self) -> RegistryClient:
+        """The HTTP client, made at the first pull (a node that never pulls never loads aiohttp)."""
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
 
     async def close(self, timeout: float = 2.0) -> None:
         """Cancel in-flight pulls; their cleanup runs on the loop, so wait for it here, briefly."""
@@ -105,6 +117,8 @@ class Puller:
             await asyncio.wait(tasks, timeout=timeout)
         self.extractors.shutdown(wait=False, cancel_futures=True)
         self.writers.shutdown(wait=False, cancel_futures=True)
+        if self._client is not None:
+            await self._client.close()
 
     async def pull(self, name: str, creds: Credentials | None) -> str:
         """Pull name (normalised as Kubernetes does) and return the image id."""

@@ -11,7 +11,7 @@ Decisions, so that they are written down once:
   without certificate checks; the scheme that answered is remembered. The
   probe (GET /v2/) never carries credentials and teaches the auth the host
   wants, so the first real request already carries it.
-- Credentials go only where auth.Credentials.applies_to allows; a redirect to
+- Credentials go only where credentials.Credentials.applies_to allows; a redirect to
   another origin (blob storage) never carries the registry's Authorization.
 - Retries: 5xx, 429 (Retry-After, capped) and, except on mirrors, connection
   failures, with exponential backoff (`tries`, `backoff` doubling up to
@@ -53,16 +53,15 @@ from pycrio.errors import (
 from pycrio.image import manifest as mf
 from pycrio.image.auth import (
     Challenge,
-    Credentials,
     TokenCache,
     basic_header,
-    credentials_from_cri,
     error_detail,
     fetch_token,
     parse_challenges,
     status_text,
 )
 from pycrio.image.auth import where_label as _where
+from pycrio.image.credentials import Credentials, credentials_from_cri
 from pycrio.image.reference import Reference
 from pycrio.image.registries_conf import Source
 

@@ -6,7 +6,7 @@ import json
 import time
 
 from pycrio.cri import api_pb2
-from pycrio.image.auth import credentials_from_cri
+from pycrio.image.credentials import credentials_from_cri
 from pycrio.image.images import Images, parse_user
 from pycrio.image.store import ImageRecord
 

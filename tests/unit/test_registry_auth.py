@@ -10,7 +10,8 @@ import pytest
 
 from pycrio import errors
 from pycrio.cri import api_pb2
-from pycrio.image.auth import Challenge, Credentials, TokenCache, canonical_host, credentials_from_cri, parse_challenges
+from pycrio.image.auth import Challenge, TokenCache, parse_challenges
+from pycrio.image.credentials import Credentials, canonical_host, credentials_from_cri
 from pycrio.image.registries_conf import Source
 from pycrio.server.errors import status_for
 
