@@ -22,6 +22,7 @@ from pycrio.server.image_service import ImageServicer
 from pycrio.server.pod_service import PodServicer
 from pycrio.server.rpc import generic_handler
 from pycrio.server.runtime_info import RuntimeInfoServicer
+from pycrio.server.stats_service import StatsServicer
 from pycrio.state import Database
 
 logger = logging.getLogger("pycrio.daemon")
@@ -65,6 +66,7 @@ class Daemon:
             ImageServicer(self.images),
             PodServicer(self.lifecycle),
             ContainerServicer(self.lifecycle),
+            StatsServicer(self.lifecycle),
         ]
         services = api_pb2.DESCRIPTOR.services_by_name
         server.add_generic_rpc_handlers(

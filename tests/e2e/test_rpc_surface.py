@@ -34,6 +34,15 @@ IMPLEMENTED = {
     "ReopenContainerLog",
     "UpdateContainerResources",
     "GetContainerEvents",
+    "ContainerStats",
+    "ListContainerStats",
+    "StreamContainerStats",
+    "PodSandboxStats",
+    "ListPodSandboxStats",
+    "StreamPodSandboxStats",
+    "ListMetricDescriptors",
+    "ListPodSandboxMetrics",
+    "StreamPodSandboxMetrics",
 }
 
 
