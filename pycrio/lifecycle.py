@@ -298,7 +298,8 @@ class Lifecycle:
         with open(os.path.join(c.facts["bundle"], "config.json")) as f:
             process = dict(json.load(f)["process"])
         process.update({"args": list(cmd), "terminal": False})
-        return await self.runtime(pod.runtime_handler).exec_sync(c.id, process, float(timeout))
+        pid_file = os.path.join(c.facts["bundle"], f"exec-{secrets.token_hex(6)}.pid")
+        return await self.runtime(pod.runtime_handler).exec_sync(c.id, process, float(timeout), pid_file)
 
     async def reopen_log(self, container_id: str) -> None:
         c = self.find_container(container_id)

@@ -129,13 +129,19 @@ class OCIRuntime:
                 raise NotFound(f"container {container_id} is not known to {self.handler}")
             raise OCIRuntimeFailed(f"{self.handler} update {container_id}: {_message(err)}")
 
-    async def exec_sync(self, container_id: str, process: dict, timeout: float | None) -> ExecResult:
-        """Run process (an OCI process object) in the container, capture capped output, enforce timeout."""
+    async def exec_sync(self, container_id: str, process: dict, timeout: float | None, pid_file: str) -> ExecResult:
+        """Run process (an OCI process object) in the container, capture capped output, enforce timeout.
+
+        On timeout the exec'd process itself is killed (its pid from runc's --pid-file): it runs
+        in the container's namespaces and outlives a killed `runc exec`.
+        """
         proc = await asyncio.create_subprocess_exec(
             *self.base_args(),
             "exec",
             "--process",
             "/dev/stdin",
+            "--pid-file",
+            pid_file,
             container_id,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -153,21 +159,29 @@ class OCIRuntime:
             await asyncio.wait_for(proc.wait(), timeout if timeout and timeout > 0 else None)
         except TimeoutError:
             timed_out = True
-            # The exec'd process runs in the container: kill the whole session of runc exec and it.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            _kill_exec(proc.pid, pid_file)
             await proc.wait()
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            _kill_exec(proc.pid, pid_file)
             await proc.wait()
             out_task.cancel()
             err_task.cancel()
             raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pid_file)
         out, err = await out_task, await err_task
         if timed_out:
             return ExecResult(-1, out, err + f"command timed out after {timeout:g} s".encode(), True)
         return ExecResult(proc.returncode if proc.returncode is not None else -1, out, err)
+
+
+def _kill_exec(runc_pid: int, pid_file: str) -> None:
+    """SIGKILL the exec'd process (pid from runc's pid file) and runc's own session."""
+    with contextlib.suppress(OSError, ValueError), open(pid_file) as f:
+        os.kill(int(f.read().strip()), signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(runc_pid, signal.SIGKILL)
 
 
 async def _read_capped(stream: asyncio.StreamReader, limit: int) -> bytes:

@@ -28,6 +28,7 @@ logger = logging.getLogger("pycrio.sandbox")
 
 PAUSE_IN_ROOTFS = "/pause"
 SHM_SIZE = 64 << 20
+HOST_NAME_MAX = 64
 PAUSE_STOP_TIMEOUT = 5.0
 
 
@@ -73,6 +74,8 @@ class Sandbox:
         network, pid_mode, ipc = namespace_modes(config)
         if pid_mode == api_pb2.TARGET:
             raise InvalidArgument("a pod sandbox cannot use the TARGET PID namespace mode")
+        if len(config.hostname.encode()) > HOST_NAME_MAX:
+            raise InvalidArgument(f"hostname {config.hostname!r} is longer than {HOST_NAME_MAX} bytes")
         pod_dir, ns_dir = self.dirs(pod_id)
         facts: dict[str, Any] = {"dir": pod_dir, "ns_dir": ns_dir, "pid_mode": pid_mode}
         timings: dict[str, float] = {}
@@ -81,7 +84,8 @@ class Sandbox:
             os.makedirs(pod_dir, mode=0o711)
             os.makedirs(ns_dir, mode=0o711)
             host_network = network == api_pb2.NODE
-            hostname = config.hostname or (os.uname().nodename if host_network else config.metadata.name)
+            # Like CRI-O and containerd: a pod that names no hostname gets the node's.
+            hostname = config.hostname or os.uname().nodename
             facts["hostname"] = hostname
             hostname_path = os.path.join(pod_dir, "hostname")
             with open(hostname_path, "w") as f:

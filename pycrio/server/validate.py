@@ -10,16 +10,13 @@ from pycrio.errors import InvalidArgument
 MAX_ID_LENGTH = 256  # ids are 64 hex characters; clients may send a unique prefix
 MAX_STRING_LENGTH = 1 << 20  # any other string (commands, env, annotations)
 
-# RPC name -> dotted field paths that must be set (non-empty) in its request.
+# RPC name -> dotted field paths that must be set (non-empty) in its request. Stop and Remove
+# are absent on purpose: they are idempotent, and "nothing named" is nothing to stop.
 REQUIRED: dict[str, tuple[str, ...]] = {
     "RunPodSandbox": ("config", "config.metadata", "config.metadata.name"),
-    "StopPodSandbox": ("pod_sandbox_id",),
-    "RemovePodSandbox": ("pod_sandbox_id",),
     "PodSandboxStatus": ("pod_sandbox_id",),
     "CreateContainer": ("pod_sandbox_id", "config", "config.metadata", "config.metadata.name", "config.image.image"),
     "StartContainer": ("container_id",),
-    "StopContainer": ("container_id",),
-    "RemoveContainer": ("container_id",),
     "ContainerStatus": ("container_id",),
     "UpdateContainerResources": ("container_id",),
     "ReopenContainerLog": ("container_id",),

@@ -154,6 +154,9 @@ def test_exec_sync_output_exit_code_and_timeout(node):
     r = node.exec(cid, ["sleep", "30"], timeout=1)
     assert r.exit_code == -1 and b"timed out" in r.stderr
     assert time.monotonic() - started < 5
+    # The timed-out process is gone from the container, not just its runc exec.
+    procs = node.exec(cid, ["sh", "-c", "for p in /proc/[0-9]*; do cat $p/cmdline; echo; done"]).stdout
+    assert b"sleep30" not in procs.replace(b"\0", b"")
 
 
 def test_pid_namespace_modes(node):

@@ -23,7 +23,7 @@ def test_every_required_rpc_exists_and_names_real_fields():
 @pytest.mark.parametrize(
     "rpc,request_",
     [
-        ("StopPodSandbox", api_pb2.StopPodSandboxRequest()),
+        ("PodSandboxStatus", api_pb2.PodSandboxStatusRequest()),
         ("ContainerStatus", api_pb2.ContainerStatusRequest()),
         ("ExecSync", api_pb2.ExecSyncRequest(container_id="abc")),
         ("PullImage", api_pb2.PullImageRequest(image=api_pb2.ImageSpec())),
