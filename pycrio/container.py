@@ -12,7 +12,7 @@ import signal
 import time
 from typing import Any
 
-from pycrio import monitor, native, spec
+from pycrio import monitor, native, procs, spec
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.image.images import Images
@@ -108,6 +108,8 @@ class ContainerOps:
             )
             facts["created"] = True
             facts["pid"] = pid
+            facts["pid_start"] = procs.start_ticks(pid)
+            facts["own_pid_ns"] = sandbox.pid_mode == api_pb2.CONTAINER
             timings["runtime create"] = time.monotonic() - t
         except BaseException:
             with contextlib.suppress(Exception):
@@ -130,12 +132,25 @@ class ContainerOps:
     async def stop(self, record: ContainerRecord, runtime: OCIRuntime, timeout: float, exited: asyncio.Event) -> None:
         """The stop signal, up to timeout seconds, then SIGKILL; returns once the process is gone."""
         sig = int(record.facts.get("stop_signal", signal.SIGTERM))
-        if timeout > 0 and await runtime.kill(record.id, sig):
+        if timeout > 0 and await self._signal_init(record, runtime, sig):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(exited.wait(), timeout)
-        if not exited.is_set() and await runtime.kill(record.id, signal.SIGKILL, all_processes=True):
+        if exited.is_set():
+            return
+        if record.facts.get("own_pid_ns"):
+            # Killing PID 1 of its own namespace kills every process in it.
+            killed = await self._signal_init(record, runtime, signal.SIGKILL)
+        else:
+            killed = await runtime.kill(record.id, signal.SIGKILL, all_processes=True)
+        if killed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(exited.wait(), 10)
+
+    async def _signal_init(self, record: ContainerRecord, runtime: OCIRuntime, sig: int) -> bool:
+        """Signal the container's init: by pidfd when its identity is known, else through the runtime."""
+        if record.state == "running" and record.facts.get("pid_start") is not None:
+            return procs.signal_if_same(record.facts.get("pid"), record.facts["pid_start"], sig)
+        return await runtime.kill(record.id, sig)
 
     async def cleanup(self, container_id: str, facts: dict[str, Any], runtime: OCIRuntime) -> None:
         """Remove everything the container holds: runtime state, rootfs mount, dirs, exit file. Repeatable."""

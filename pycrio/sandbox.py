@@ -17,7 +17,7 @@ import signal
 import time
 from typing import Any
 
-from pycrio import monitor, native, spec
+from pycrio import monitor, native, procs, spec
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
@@ -178,14 +178,18 @@ class Sandbox:
         facts["pause_created"] = True
         await self.runtime.start(pod_id)
         facts["pause_pid"] = pid
+        facts["pause_start"] = procs.start_ticks(pid)
 
     async def teardown(self, pod_id: str, facts: dict[str, Any]) -> None:
         """Stop the pause container, unmount /dev/shm, unpin namespaces; safe to repeat."""
         errors: list[str] = []
         if facts.get("pause_created"):
             try:
-                if await self.runtime.kill(pod_id, signal.SIGKILL):
-                    await _wait_gone(facts.get("pause_pid"), PAUSE_STOP_TIMEOUT)
+                pid, ticks = facts.get("pause_pid"), facts.get("pause_start")
+                if procs.signal_if_same(pid, ticks, signal.SIGKILL) or (
+                    ticks is None and await self.runtime.kill(pod_id, signal.SIGKILL)
+                ):
+                    await _wait_gone(pid, PAUSE_STOP_TIMEOUT)
                 await self.runtime.delete(pod_id, force=True)
                 facts["pause_created"] = False
                 facts.pop("pause_pid", None)

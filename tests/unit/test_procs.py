@@ -1,0 +1,41 @@
+"""pycrio/procs.py: start times and signalling a process only while it is the same one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+from pycrio import procs
+
+
+def test_start_ticks_of_a_live_and_a_gone_process():
+    assert procs.start_ticks(os.getpid()) == procs.start_ticks(os.getpid()) > 0
+    child = subprocess.Popen(["sleep", "10"])
+    ticks = procs.start_ticks(child.pid)
+    assert ticks is not None and ticks >= procs.start_ticks(os.getpid())
+    child.kill()
+    child.wait()
+    assert procs.start_ticks(child.pid) is None
+
+
+def test_names_with_spaces_and_parentheses(tmp_path):
+    odd = tmp_path / "a b) c"
+    odd.symlink_to("/bin/sleep")
+    child = subprocess.Popen([str(odd), "10"])
+    try:
+        assert procs.start_ticks(child.pid) is not None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_signal_only_the_same_process():
+    child = subprocess.Popen(["sleep", "10"])
+    ticks = procs.start_ticks(child.pid)
+    assert procs.signal_if_same(child.pid, ticks + 1, signal.SIGKILL) is False  # another process
+    assert child.poll() is None
+    assert procs.signal_if_same(child.pid, ticks, signal.SIGKILL) is True
+    assert child.wait(5) == -signal.SIGKILL
+    assert procs.signal_if_same(child.pid, ticks, signal.SIGKILL) is False  # gone
+    assert procs.signal_if_same(None, ticks, signal.SIGKILL) is False
