@@ -24,6 +24,7 @@ from pycrio.sandbox import ctl_socket_path
 logger = logging.getLogger("pycrio.container")
 
 SIGNALS = {s.name: s for s in signal.Signals}
+TRASH_PREFIX = ".trash-"  # container dirs being deleted; whatever a crash leaves is removed at start
 
 
 def stop_signal(config: dict[str, Any]) -> int:
@@ -48,6 +49,13 @@ class ContainerOps:
             os.path.join(self.cfg.root, "containers", container_id),
             os.path.join(self.cfg.runroot, "containers", container_id),
         )
+
+    def clear_trash(self) -> None:
+        for parent in (os.path.join(self.cfg.root, "containers"), os.path.join(self.cfg.runroot, "containers")):
+            if os.path.isdir(parent):
+                for name in os.listdir(parent):
+                    if name.startswith(TRASH_PREFIX):
+                        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
     def exit_file(self, container_id: str) -> str:
         return os.path.join(self.cfg.runtime.exits_dir, container_id)
@@ -163,7 +171,10 @@ class ContainerOps:
         for key in ("bundle", "top"):
             path = facts.get(key)
             if path and os.path.isdir(path):
-                await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)
+                # Renamed aside now, deleted in the background: the RPC does not wait for the tree walk.
+                trash = os.path.join(os.path.dirname(path), TRASH_PREFIX + os.path.basename(path))
+                os.rename(path, trash)
+                asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, trash, True)
         for path in (self.exit_file(container_id), ctl_socket_path(self.cfg, container_id)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

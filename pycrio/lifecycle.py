@@ -49,6 +49,7 @@ class Lifecycle:
         self._runtimes: dict[str, OCIRuntime] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._exited: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self._deleting: dict[str, asyncio.Task[None]] = {}  # runtime deletes started at exit
         self.watcher = ExitWatcher(cfg.runtime.exits_dir, self._on_exit)
         self.subscribers: set[asyncio.Queue[ContainerEvent]] = set()
 
@@ -273,6 +274,11 @@ class Lifecycle:
             runtime = self.runtime(pod.runtime_handler)
             if c.state in ("created", "running"):
                 await runtime.kill(c.id, 9, all_processes=True)
+            deleting = self._deleting.pop(c.id, None)
+            if deleting is not None:
+                with contextlib.suppress(Exception):  # on failure cleanup() deletes again
+                    await deleting
+                c = self.find_container(c.id)
             await self.containers_ops.cleanup(c.id, c.facts, runtime)
             self.store.delete_container(c.id)
             self._emit(api_pb2.CONTAINER_DELETED_EVENT, c)
@@ -321,13 +327,28 @@ class Lifecycle:
                 logger.info("container %s exited with %d (%s)", c.id[:12], c.exit_code, c.reason)
                 self._emit(api_pb2.CONTAINER_STOPPED_EVENT, c)
             self._exited[c.id].set()
+            if c.facts.get("created") and c.id not in self._deleting:
+                self._deleting[c.id] = asyncio.get_running_loop().create_task(self._delete_runtime_state(c.id))
             return
         pod = self.store.pod(container_id)
         if pod is not None and pod.state == "ready":
             logger.warning("pod %s: its pause process exited (code %d)", pod.id[:12], status.exit_code)
 
+    async def _delete_runtime_state(self, container_id: str) -> None:
+        """`runtime delete` as soon as a container exits, so that RemoveContainer has less to do."""
+        c = self.store.container(container_id)
+        pod = self.store.pod(c.pod_id) if c else None
+        if c is None or pod is None or not c.facts.get("created"):
+            return
+        await self.runtime(pod.runtime_handler).delete(c.id, force=True)
+        c = self.store.container(container_id)
+        if c is not None:
+            c.facts["created"] = False
+            self.store.update_container(c)
+
     async def recover(self) -> None:
         """Drop what a crash caught half-made; mark as exited what ended while the daemon was down."""
+        await asyncio.get_running_loop().run_in_executor(None, self.containers_ops.clear_trash)
         for c in self.store.containers():
             if c.state == "creating":
                 logger.warning("container %s was being created when the daemon stopped: removing it", c.id[:12])
