@@ -87,6 +87,7 @@ class Daemon:
             self.images = Images(self.cfg, self.db)
             self.images.recover()
             self.lifecycle = Lifecycle(self.cfg, self.db, self.images)
+            self.images.images_in_use = self.lifecycle.store.image_in_use
             await self.lifecycle.start()
             listen.clear_stale(path)
             self.server = self.create_server()

@@ -8,12 +8,13 @@ import fnmatch
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pycrio import digest as dg
 from pycrio.config import Config
-from pycrio.errors import InvalidArgument
+from pycrio.errors import FailedPrecondition, InvalidArgument
 from pycrio.image.credentials import Credentials
 from pycrio.image.pull import InUse, Puller
 from pycrio.image.registries_conf import RegistriesConf
@@ -55,6 +56,8 @@ class Images:
             cfg.image.max_concurrent_downloads,
         )
         self._gc_lock = asyncio.Lock()
+        # Set by the daemon once containers exist: ids of images that containers are made from.
+        self.images_in_use: Callable[[], set[str]] = set
 
     async def close(self) -> None:
         await self.puller.close()
@@ -134,6 +137,8 @@ class Images:
         image = self.find(spec)
         if image is None:
             return False
+        if image.id in self.images_in_use():
+            raise FailedPrecondition(f"image {spec} ({image.id}) is used by a container; remove the container first")
         async with self._gc_lock:
             self.store.remove_image(image.id)
             removed = await asyncio.get_running_loop().run_in_executor(None, self._collect)

@@ -256,3 +256,15 @@ def test_containers_survive_a_daemon_crash(node):
     assert node.exec(running, ["echo", "alive"]).stdout == b"alive\n"
     status = node.wait_exit(finishing)
     assert status.exit_code == 7
+
+
+def test_an_image_in_use_is_not_removed(node):
+    pod = node.pod()
+    cid = node.container(pod, ["true"])
+    spec = api_pb2.ImageSpec(image=node.image)
+    with pytest.raises(grpc.RpcError) as info:
+        node.d.image.RemoveImage(api_pb2.RemoveImageRequest(image=spec))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "used by a container" in info.value.details()
+    node.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid))
+    node.d.image.RemoveImage(api_pb2.RemoveImageRequest(image=spec))
+    assert not node.d.image.ImageStatus(api_pb2.ImageStatusRequest(image=spec)).HasField("image")
