@@ -7,7 +7,7 @@ a process in the pod's network namespace. A pod with a cgroup of its own (the
 kubelet's per-pod cgroup_parent) is read there, as cAdvisor reads it; otherwise
 its containers' and pause's cgroups are summed. Every read blocks, so reads run
 in threads, concurrently across containers and pods. stats_metrics turns the
-same samples into cAdvisor-style metrics.
+same samples, taken in detail (stats_cgroup), into cAdvisor-style metrics.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from pycrio.errors import InvalidArgument
 from pycrio.runtime_store import ContainerRecord, PodRecord, RuntimeStore
 from pycrio.spec_resources import cgroups_path
 from pycrio.stats_cgroup import Cgroups, CgroupUsage, resolve, total
-from pycrio.stats_metrics import pod_metrics
+from pycrio.stats_metrics import LOOPBACK, pod_metrics
+from pycrio.stats_procs import read_open_files_soft
 
 if TYPE_CHECKING:
     from pycrio.lifecycle import Lifecycle
@@ -54,13 +55,13 @@ class InterfaceCounters:
     tx_dropped: int
 
 
-def parse_net_dev(text: str) -> list[InterfaceCounters]:
-    """/proc/<pid>/net/dev without lo (the kubelet leaves loopback out too)."""
+def parse_net_dev(text: str, loopback: bool = False) -> list[InterfaceCounters]:
+    """/proc/<pid>/net/dev, without lo unless asked for (the kubelet leaves loopback out too)."""
     out = []
     for line in text.splitlines()[2:]:
         name, sep, rest = line.partition(":")
         fields = rest.split()
-        if not sep or len(fields) < 16 or name.strip() == "lo":
+        if not sep or len(fields) < 16 or (name.strip() == LOOPBACK and not loopback):
             continue
         try:
             n = [int(x) for x in fields[:16]]
@@ -75,7 +76,7 @@ def _same_netns(pid: int, want: os.stat_result) -> bool:
     return (ns.st_dev, ns.st_ino) == (want.st_dev, want.st_ino)
 
 
-def read_pod_network(pids: Iterable[int], netns_pin: str) -> list[InterfaceCounters] | None:
+def read_pod_network(pids: Iterable[int], netns_pin: str, loopback: bool = False) -> list[InterfaceCounters] | None:
     """Interface counters of the pinned network namespace, read through the first pid inside it; None if none is."""
     try:
         want = os.stat(netns_pin)
@@ -88,7 +89,7 @@ def read_pod_network(pids: Iterable[int], netns_pin: str) -> list[InterfaceCount
             with open(f"/proc/{pid}/net/dev", encoding="ascii", errors="replace") as f:
                 text = f.read()
             if _same_netns(pid, want):  # the pid did not exit and get reused while we read
-                return parse_net_dev(text)
+                return parse_net_dev(text, loopback)
         except OSError:
             continue
     return None
@@ -216,6 +217,7 @@ class ContainerSample:
     usage: CgroupUsage
     nano_cores: int | None
     layer: FsUsage | None
+    open_files_soft: int | None = None  # of its first process; detailed samples only
 
 
 @dataclass
@@ -224,7 +226,7 @@ class PodSample:
     cgroup: str | None  # the pod's own cgroup; None when its usage is a sum
     usage: CgroupUsage
     nano_cores: int | None
-    network: list[InterfaceCounters] | None
+    network: list[InterfaceCounters] | None  # lo included
     network_ns: int
     containers: list[ContainerSample]
 
@@ -282,40 +284,43 @@ class Stats:
 
     async def pod_metrics(self, pods: list[PodRecord]) -> list[api_pb2.PodSandboxMetrics]:
         """cAdvisor-style metrics of pods (network, pod cgroup) and their running containers."""
-        samples, fs = await asyncio.gather(self._sample_pods(pods), self._fs_info())
+        samples, fs = await asyncio.gather(self._sample_pods(pods, detail=True), self._fs_info())
         return [pod_metrics(s, fs) for s in samples]
 
     # ------------------------------------------------------------ sampling
 
-    async def _sample_container(self, c: ContainerRecord) -> ContainerSample:
+    async def _sample_container(self, c: ContainerRecord, detail: bool = False) -> ContainerSample:
         cgroup = resolve(c.facts.get("cgroups_path", ""), self.manager)
-        usage, layer = await asyncio.gather(asyncio.to_thread(self._read, cgroup), self._layer(c))
-        return ContainerSample(c, cgroup, usage, self._rate(c.id, usage.cpu_ns), layer)
+        usage, layer = await asyncio.gather(asyncio.to_thread(self._read, cgroup, detail), self._layer(c))
+        sample = ContainerSample(c, cgroup, usage, self._rate(c.id, usage.cpu_ns), layer)
+        if detail and c.pid:
+            sample.open_files_soft = await asyncio.to_thread(read_open_files_soft, c.pid, self.cgroups.proc)
+        return sample
 
-    def _read(self, cgroup: str | None) -> CgroupUsage:
-        return self.cgroups.read(cgroup) if cgroup else CgroupUsage(timestamp_ns=time.time_ns())
+    def _read(self, cgroup: str | None, detail: bool = False) -> CgroupUsage:
+        return self.cgroups.read(cgroup, detail) if cgroup else CgroupUsage(timestamp_ns=time.time_ns())
 
-    async def _sample_pods(self, pods: list[PodRecord]) -> list[PodSample]:
+    async def _sample_pods(self, pods: list[PodRecord], detail: bool = False) -> list[PodSample]:
         parents = Counter(self._parent(p) for p in self.store.pods())
         running: defaultdict[str, list[ContainerRecord]] = defaultdict(list)
         for c in self.store.containers():
             if c.state == "running":
                 running[c.pod_id].append(c)
         samples = await asyncio.gather(
-            *(self._sample_pod(p, running[p.id], parents[self._parent(p)] == 1) for p in pods)
+            *(self._sample_pod(p, running[p.id], parents[self._parent(p)] == 1, detail) for p in pods)
         )
         self._forget_rates()
         return list(samples)
 
-    async def _sample_pod(self, pod: PodRecord, running: list[ContainerRecord], alone: bool) -> PodSample:
+    async def _sample_pod(self, pod: PodRecord, running: list[ContainerRecord], alone: bool, detail: bool) -> PodSample:
         """alone: no other pod shares the pod's parent cgroup, which is then the pod's own."""
         containers, (cgroup, usage), (network_ns, network) = await asyncio.gather(
-            asyncio.gather(*(self._sample_container(c) for c in running)),
-            asyncio.to_thread(self._read_pod, pod, alone),
+            asyncio.gather(*(self._sample_container(c, detail) for c in running)),
+            asyncio.to_thread(self._read_pod, pod, alone, detail),
             asyncio.to_thread(self._read_network, pod, running),
         )
         if usage is None:  # no cgroup of its own: the sum of its pause's and its containers'
-            pause = await asyncio.to_thread(self._read_pause, pod)
+            pause = await asyncio.to_thread(self._read_pause, pod, detail)
             usage = total([c.usage for c in containers] + ([pause] if pause else []), time.time_ns())
         nano_cores = self._rate(pod.id, usage.cpu_ns)
         return PodSample(pod, cgroup, usage, nano_cores, network, network_ns, list(containers))
@@ -332,15 +337,15 @@ class Stats:
         cgroup = self._pause_cgroup(pod)
         return posixpath.dirname(cgroup) if cgroup else None
 
-    def _read_pod(self, pod: PodRecord, alone: bool) -> tuple[str | None, CgroupUsage | None]:
+    def _read_pod(self, pod: PodRecord, alone: bool, detail: bool) -> tuple[str | None, CgroupUsage | None]:
         cgroup = self._parent(pod) if alone else None
         if cgroup is None or cgroup == "/" or not self.cgroups.exists(cgroup):
             return None, None
-        return cgroup, self.cgroups.read(cgroup)
+        return cgroup, self.cgroups.read(cgroup, detail)
 
-    def _read_pause(self, pod: PodRecord) -> CgroupUsage | None:
+    def _read_pause(self, pod: PodRecord, detail: bool) -> CgroupUsage | None:
         cgroup = self._pause_cgroup(pod) if pod.facts.get("pause_pid") else None
-        return self.cgroups.read(cgroup) if cgroup else None
+        return self.cgroups.read(cgroup, detail) if cgroup else None
 
     def _read_network(
         self, pod: PodRecord, running: list[ContainerRecord]
@@ -349,7 +354,7 @@ class Stats:
         if not netns:  # the host's network: nothing of it is the pod's
             return time.time_ns(), None
         pids = [pod.facts.get("pause_pid")] + [c.pid for c in running]
-        return time.time_ns(), read_pod_network((p for p in pids if p), netns)
+        return time.time_ns(), read_pod_network((p for p in pids if p), netns, loopback=True)
 
     def _rate(self, key: str, cpu_ns: int | None) -> int | None:
         """usage_nano_cores: CPU ns per second between this sample and one at least RATE_MIN_INTERVAL older."""
@@ -429,11 +434,12 @@ class Stats:
         pod, u = s.record, s.usage
         network = None
         if s.network is not None:
-            default = next((i for i in s.network if i.name == DEFAULT_INTERFACE), None)
+            interfaces = [i for i in s.network if i.name != LOOPBACK]
+            default = next((i for i in interfaces if i.name == DEFAULT_INTERFACE), None)
             network = api_pb2.NetworkUsage(
                 timestamp=s.network_ns,
                 default_interface=_interface(default) if default else None,
-                interfaces=[_interface(i) for i in s.network],
+                interfaces=[_interface(i) for i in interfaces],
             )
         process = None
         if u.pids is not None:

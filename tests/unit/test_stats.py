@@ -1,17 +1,21 @@
-"""stats, stats_cgroup, stats_metrics: cgroup v1 and v2 parsing from fixture files, missing files,
-cgroup paths, /proc/net/dev, writable-layer walks and their cache, CRI messages and metrics."""
+"""stats, stats_cgroup, stats_io, stats_procs, stats_metrics: cgroup v1 and v2 parsing from fixture files,
+missing files, cgroup paths, block I/O, /proc/net/dev, descriptors and limits from /proc, writable-layer walks
+and their cache, CRI messages and metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
+import time
 
 import pytest
 
 from pycrio import stats as stats_mod
+from pycrio import stats_cgroup
 from pycrio.cri import api_pb2
 from pycrio.runtime_store import ContainerRecord, PodRecord
-from pycrio.stats import FsInfo, Stats, dir_usage, parse_net_dev, read_pod_network
+from pycrio.stats import FsInfo, InterfaceCounters, Stats, dir_usage, parse_net_dev, read_pod_network
 from pycrio.stats_cgroup import (
     Cgroups,
     CgroupUsage,
@@ -21,9 +25,16 @@ from pycrio.stats_cgroup import (
     resolve,
     total,
 )
-from pycrio.stats_metrics import DESCRIPTORS, LABEL_KEYS, descriptors, pod_metrics
+from pycrio.stats_metrics import DESCRIPTORS, LABEL_KEYS, descriptors, metric_interfaces, pod_metrics
 
 MiB = 1024 * 1024
+
+
+def psi(some_us: int, full_us: int) -> str:
+    avg = "avg10=0.00 avg60=0.00 avg300=0.00"
+    return f"some {avg} total={some_us}\nfull {avg} total={full_us}\n"
+
+
 V1_UNLIMITED = "9223372036854771712\n"
 V1_FILES = {
     "cpuacct/cpuacct.usage": "5000000000\n",
@@ -38,18 +49,51 @@ V1_FILES = {
     "memory/memory.memsw.usage_in_bytes": f"{11 * MiB}\n",
     "memory/memory.memsw.limit_in_bytes": V1_UNLIMITED,
     "pids/pids.current": "3\n",
+    # read only for the metrics (a detailed sample)
+    "cpu/cpu.stat": "nr_periods 40\nnr_throttled 7\nthrottled_time 2500000000\nnr_bursts 0\nburst_time 0\n",
+    "cpu/cpu.cfs_period_us": "100000\n",
+    "cpu/cpu.cfs_quota_us": "20000\n",
+    "cpu/cpu.shares": "512\n",
+    "cpu/cgroup.procs": f"{os.getpid()}\n",
+    "memory/memory.failcnt": "4\n",
+    "memory/memory.max_usage_in_bytes": f"{12 * MiB}\n",
+    "memory/memory.kmem.usage_in_bytes": f"{MiB}\n",
+    "memory/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+    "memory/memory.soft_limit_in_bytes": V1_UNLIMITED,
+    "pids/pids.max": "max\n",
+    "blkio/blkio.throttle.io_service_bytes_recursive": (
+        "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 12288\n8:0 Async 0\n8:0 Discard 0\n8:0 Total 12288\n"
+        "253:1 Read 0\n253:1 Write 512\nTotal 12800\n"
+    ),
+    "blkio/blkio.throttle.io_serviced_recursive": "8:0 Read 1\n8:0 Write 2\n8:0 Total 3\nTotal 3\n",
 }
 V2_FILES = {
-    "cpu.stat": "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 0\n",
+    "cpu.stat": (
+        "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 10\nnr_throttled 3\n"
+        "throttled_usec 1500000\n"
+    ),
     "memory.current": f"{8 * MiB}\n",
     "memory.stat": (
         f"anon {4 * MiB}\nfile {3 * MiB}\nfile_mapped {MiB // 2}\ninactive_file {MiB}\npgfault 42\npgmajfault 1\n"
+        f"kernel {MiB}\n"
     ),
     "memory.max": f"{16 * MiB}\n",
     "memory.swap.current": f"{MiB}\n",
     "memory.swap.max": "max\n",
     "pids.current": "2\n",
+    # read only for the metrics (a detailed sample)
+    "cpu.max": "50000 100000\n",
+    "cpu.weight": "100\n",
+    "memory.events": "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\noom_group_kill 0\n",
+    "memory.peak": f"{9 * MiB}\n",
+    "memory.min": f"{2 * MiB}\n",
+    "pids.max": "1024\n",
+    "io.stat": "8:0 rbytes=1024 wbytes=2048 rios=3 wios=4 dbytes=0 dios=0\n",
+    "cpu.pressure": psi(3_500_000, 1_200_000),
+    "memory.pressure": psi(10, 5),
+    "cgroup.procs": "",
 }
+
 NET_DEV = (
     "Inter-|   Receive                                                |  Transmit\n"
     " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier"
@@ -70,7 +114,25 @@ def write_tree(base: str, files: dict[str, str]) -> None:
 
 
 def v1_cgroups(root: str) -> Cgroups:
-    return Cgroups(1, {c: (os.path.join(root, c), "/") for c in ("cpu", "cpuacct", "memory", "pids")})
+    cgroups = Cgroups(1, {c: (os.path.join(root, c), "/") for c in ("cpu", "cpuacct", "memory", "pids", "blkio")})
+    cgroups.sys_dev_block = sys_dev_block(root)
+    return cgroups
+
+
+def v2_cgroups(root: str) -> Cgroups:
+    cgroups = Cgroups(2, {"": (root, "/")})
+    cgroups.sys_dev_block = sys_dev_block(root)
+    return cgroups
+
+
+def sys_dev_block(root: str) -> str:
+    """A /sys/dev/block with sda (8:0) and dm-1 (253:1), as the kernel links them."""
+    path = os.path.join(root, "sys-dev-block")
+    if not os.path.isdir(path):
+        os.makedirs(path)
+        os.symlink("../../devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda", f"{path}/8:0")
+        os.symlink("../../devices/virtual/block/dm-1", f"{path}/253:1")
+    return path
 
 
 def v1_tree(root: str, cgroup: str, files: dict[str, str] = V1_FILES) -> None:
@@ -137,10 +199,11 @@ def test_v2_cgroup_is_read_from_one_directory(tmp_path):
     assert u.pids == 2
 
 
+@pytest.mark.parametrize("detail", [False, True])
 @pytest.mark.parametrize("version", [1, 2])
-def test_a_missing_cgroup_leaves_every_value_unknown(tmp_path, version):
-    cgroups = v1_cgroups(str(tmp_path)) if version == 1 else Cgroups(2, {"": (str(tmp_path), "/")})
-    u = cgroups.read("/gone")
+def test_a_missing_cgroup_leaves_every_value_unknown(tmp_path, version, detail):
+    cgroups = v1_cgroups(str(tmp_path)) if version == 1 else v2_cgroups(str(tmp_path))
+    u = cgroups.read("/gone", detail)
     assert u.timestamp_ns > 0
     assert all(getattr(u, k) is None for k in vars(u) if k != "timestamp_ns")
     assert not cgroups.exists("/gone")
@@ -168,6 +231,14 @@ def test_total_sums_what_is_known():
     b = CgroupUsage(2, cpu_ns=5, pids=None)
     t = total([a, b], 3)
     assert (t.timestamp_ns, t.cpu_ns, t.memory_usage, t.pids, t.memory_limit, t.rss) == (3, 15, 100, 1, None, None)
+    sda, sdb = (8, 0, "/dev/sda"), (8, 16, "/dev/sdb")
+    a = CgroupUsage(1, fds=3, sockets=1, oom_kills=1, cfs_periods=10, cpu_period=100_000, memory_max_usage=5,
+                    io_bytes={sda: {"Read": 1}}, pressure={("cpu", "some"): 1})  # fmt: skip
+    b = CgroupUsage(2, fds=4, sockets=0, threads=2, io_bytes={sda: {"Read": 2}, sdb: {"Write": 3}})
+    t = total([a, b], 3)
+    assert (t.fds, t.sockets, t.oom_kills, t.cfs_periods, t.threads) == (7, 1, 1, 10, 2)
+    assert t.io_bytes == {sda: {"Read": 3}, sdb: {"Write": 3}} and t.io_ops is None
+    assert t.cpu_period is None and t.memory_max_usage is None and t.pressure is None  # do not add up
 
 
 # ---------------------------------------------------------------- paths
@@ -221,6 +292,7 @@ def test_parse_net_dev_leaves_out_lo():
     assert (eth0.rx_bytes, eth0.rx_packets, eth0.rx_errors, eth0.rx_dropped) == (1234567890, 10, 1, 2)
     assert (eth0.tx_bytes, eth0.tx_packets, eth0.tx_errors, eth0.tx_dropped) == (2000, 20, 3, 4)
     assert parse_net_dev("") == []
+    assert [i.name for i in parse_net_dev(NET_DEV, loopback=True)] == ["lo", "eth0", "net1"]
 
 
 def test_read_pod_network_checks_the_namespace():
@@ -435,3 +507,117 @@ def test_metrics_without_filesystem_info(node):
     fs = {m.name: m for m in with_fs if m.name.startswith("container_fs_")}
     assert fs["container_fs_inodes_free"].value.value == 5
     assert fs["container_fs_limit_bytes"].label_values[-1] == "/dev/x"
+
+
+def test_detailed_samples_are_for_the_metrics_alone(node, monkeypatch):
+    stats, _, (p1, _, _), (c1, _, _) = node
+    counted = []
+    real = stats_cgroup.count_fds
+    monkeypatch.setattr(stats_cgroup, "count_fds", lambda pids, proc: counted.append(pids) or real(pids, proc))
+    asyncio.run(stats.container_stats([c1]))
+    asyncio.run(stats.pod_stats([p1]))
+    assert counted == []  # the stats RPCs the kubelet polls do not walk /proc
+    asyncio.run(stats.pod_metrics([p1]))
+    assert counted == [[os.getpid()]] * 2  # the pod's cgroup and c1's (the fixture lists this process)
+
+
+def test_detailed_metrics(node, monkeypatch):
+    stats, _, (p1, p2, _), (c1, c2, _) = node
+    c1.started_ns, c1.pid = 1_700_000_000 * 10**9 + 5, os.getpid()
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.5)
+    result = {m.pod_sandbox_id: m for m in asyncio.run(stats.pod_metrics([p1, p2]))}
+
+    def values(metrics) -> dict[tuple[str, ...], int]:
+        return {(m.name, *m.label_values[6:]): m.value.value for m in metrics}
+
+    c = values(result["p1"].container_metrics[0].metrics)
+    assert c["container_start_time_seconds",] == 1_700_000_000 and c["container_last_seen",] == 1_800_000_000
+    assert c["container_spec_cpu_period",] == 100_000 and c["container_spec_cpu_shares",] == 512
+    assert c["container_spec_cpu_quota",] == 20_000
+    assert (c["container_cpu_cfs_periods_total",], c["container_cpu_cfs_throttled_periods_total",]) == (40, 7)
+    assert c["container_cpu_cfs_throttled_seconds_total",] == 2  # whole seconds
+    assert c["container_memory_failcnt",] == 4 and c["container_memory_max_usage_bytes",] == 12 * MiB
+    assert c["container_memory_kernel_usage",] == MiB and c["container_oom_events_total",] == 2
+    assert c["container_spec_memory_swap_limit_bytes",] == 0
+    assert c["container_spec_memory_reservation_limit_bytes",] == 0
+    assert c["container_threads",] == 3 and c["container_threads_max",] == 0
+    assert c["container_file_descriptors",] > 0 and ("container_sockets",) in c
+    assert c["container_ulimits_soft", "max_open_files"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    sda = ("/dev/sda", "8", "0")
+    assert c[("container_blkio_device_usage_total", *sda, "Read")] == 4096
+    assert c[("container_blkio_device_usage_total", *sda, "Total")] == 12288
+    assert c["container_blkio_device_usage_total", "/dev/dm-1", "253", "1", "Write"] == 512
+    assert c["container_fs_reads_bytes_total", "/dev/sda"] == 4096
+    assert c["container_fs_writes_bytes_total", "/dev/sda"] == 8192
+    assert (c["container_fs_reads_total", "/dev/sda"], c["container_fs_writes_total", "/dev/sda"]) == (1, 2)
+    assert c["container_fs_writes_bytes_total", "/dev/dm-1"] == 512
+    assert ("container_fs_reads_total", "/dev/dm-1") not in c  # no operations counted there
+    assert not any(k[0].startswith("container_pressure_") for k in c)  # v1
+    # c2 has no first process, and p2 (no cgroup of its own) sums its containers: no settings, no CFS
+    c2_values = values(result["p2"].container_metrics[0].metrics)
+    assert ("container_ulimits_soft", "max_open_files") not in c2_values
+    assert c2_values["container_start_time_seconds",] == 0  # created 1 ns after the epoch, never started
+    p2_values = values(result["p2"].metrics)
+    assert p2_values["container_file_descriptors",] > c["container_file_descriptors",]  # c2 and c3 list us both
+    assert p2_values["container_blkio_device_usage_total", *sda, "Read"] == 2 * 4096
+    assert "container_spec_cpu_period" not in {k[0] for k in p2_values}
+    assert "container_cpu_cfs_periods_total" not in {k[0] for k in p2_values}
+
+
+def test_cfs_metrics_need_a_quota_and_settings_fall_back_to_resources(tmp_path):
+    root = str(tmp_path / "cgroup")
+    files = dict(V1_FILES, **{"cpu/cpu.cfs_quota_us": "-1\n"})
+    del files["cpu/cpu.shares"], files["memory/memory.memsw.limit_in_bytes"]
+    v1_tree(root, "/k/p/pycrio-a", files)
+    v1_tree(root, "/k/p/pycrio-b", files)
+    pod = pod_record("p", "/k/p")
+    a, b = container_record("a", pod, str(tmp_path / "a")), container_record("b", pod, str(tmp_path / "b"))
+    b.config.linux.resources.CopyFrom(
+        api_pb2.LinuxContainerResources(cpu_quota=30_000, cpu_shares=256, memory_swap_limit_in_bytes=64 * MiB)
+    )
+    stats = Stats(FakeStore([pod], [a, b]), v1_cgroups(root), "cgroupfs", str(tmp_path))  # type: ignore[arg-type]
+    (result,) = asyncio.run(stats.pod_metrics([pod]))
+    by_id = {cm.container_id: {m.name: m.value.value for m in cm.metrics} for cm in result.container_metrics}
+    assert "container_cpu_cfs_periods_total" not in by_id["a"] and "container_spec_cpu_quota" not in by_id["a"]
+    assert "container_spec_cpu_shares" not in by_id["a"]  # neither the cgroup nor the CRI says
+    assert by_id["a"]["container_spec_cpu_period"] == 100_000
+    # what the cgroup does not show comes from the CRI resources (its quota, -1, says "none": that stands)
+    assert by_id["b"]["container_spec_cpu_shares"] == 256
+    assert by_id["b"]["container_spec_memory_swap_limit_bytes"] == 64 * MiB
+    assert "container_spec_cpu_quota" not in by_id["b"]
+
+
+def test_v2_pressure_metrics(tmp_path):
+    v2_tree(str(tmp_path), "/k/p/pycrio-a")
+    pod = pod_record("p", "/k/p")
+    a = container_record("a", pod, str(tmp_path / "a"))
+    stats = Stats(FakeStore([pod], [a]), v2_cgroups(str(tmp_path)), "cgroupfs", str(tmp_path))  # type: ignore[arg-type]
+    (result,) = asyncio.run(stats.pod_metrics([pod]))
+    values = {m.name: m.value.value for m in result.container_metrics[0].metrics}
+    assert values["container_pressure_cpu_waiting_seconds_total"] == 3  # some, whole seconds
+    assert values["container_pressure_cpu_stalled_seconds_total"] == 1  # full
+    assert values["container_pressure_memory_waiting_seconds_total"] == 0
+    assert "container_pressure_io_waiting_seconds_total" not in values  # no io.pressure
+    assert values["container_spec_cpu_quota"] == 50_000 and values["container_cpu_cfs_throttled_seconds_total"] == 1
+
+
+def iface(name: str, rx_bytes: int = 1) -> InterfaceCounters:
+    return InterfaceCounters(name, rx_bytes, 1, 0, 0, 2, 2, 0, 0)
+
+
+def test_metric_interfaces_fall_back_to_lo():
+    lo, eth0, net1 = iface("lo"), iface("eth0"), iface("net1")
+    assert metric_interfaces([lo, eth0, net1]) == [eth0, net1]  # as cAdvisor: lo left out
+    assert metric_interfaces([lo]) == [lo]  # a pod without a CNI network has lo alone: its only traffic
+    assert metric_interfaces([]) == []
+
+
+def test_pod_network_metrics_and_stats_treat_lo_apart(node, monkeypatch):
+    stats, _, (p1, _, _), _ = node
+    p1.facts.update(netns="/x", pause_pid=1)
+    monkeypatch.setattr(stats_mod, "read_pod_network", lambda pids, pin, loopback=False: [iface("lo", 99)])
+    (s,) = asyncio.run(stats.pod_stats([p1]))
+    assert s.linux.HasField("network") and list(s.linux.network.interfaces) == []  # the kubelet's way: no lo
+    (m,) = asyncio.run(stats.pod_metrics([p1]))
+    lo = [x for x in m.metrics if x.name == "container_network_receive_bytes_total"]
+    assert [(x.label_values[-1], x.value.value) for x in lo] == [("lo", 99)]
