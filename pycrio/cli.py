@@ -168,6 +168,10 @@ def cmd_wipe(args: argparse.Namespace) -> int:
         print(f"pycrio: a daemon is serving {sock}; stop it before wiping", file=sys.stderr)
         return 1
     _delete_runtime_containers(cfg)
+    from pycrio.sandbox import kill_recorded_pauses
+
+    for pid in kill_recorded_pauses(cfg.runroot):
+        print(f"killed pause {pid}")
     targets = [cfg.root, cfg.runroot, cfg.runtime.exits_dir, cfg.runtime.namespaces_dir]
     targets = [t for t in dict.fromkeys(os.path.realpath(t) for t in targets) if t != "/"]
     for point in _mounts_under(targets):

@@ -265,3 +265,32 @@ def inotify_rm_watch(fd: int, wd: int) -> None:
     """Stop watch wd on inotify descriptor fd."""
     err = new_err()
     check(lib.pycrio_inotify_rm_watch(fd, wd, err), err)
+
+
+# The pause of a shared PID namespace, without runc (csrc/pause_spawn.c).
+
+
+def pause_spawn(
+    pause_path: str | os.PathLike[str],
+    netns: str | os.PathLike[str] | None = None,
+    ipcns: str | os.PathLike[str] | None = None,
+    utsns: str | os.PathLike[str] | None = None,
+    oom_score_adj: int = 0,
+    cgroup_files: Sequence[str | os.PathLike[str]] = (),
+) -> int:
+    """Start pause_path as PID 1 of a new PID namespace joined to the pinned ns files given; its host pid.
+
+    It runs without capabilities, with no_new_privs, in an empty root of its own, and is not
+    this process's child (the caller does not reap it). It joins the cgroups itself by writing
+    "0" to each of cgroup_files (v1 "<dir>/tasks", v2 "<dir>/cgroup.procs"; the directories
+    must exist). Runs without the GIL.
+    """
+
+    def opt(path: str | os.PathLike[str] | None) -> Any:
+        return ffi.NULL if path is None else _path(path)
+
+    files, keep = _cstrings(cgroup_files)
+    err = new_err()
+    rc = lib.pycrio_pause_spawn(_path(pause_path), opt(netns), opt(ipcns), opt(utsns), oom_score_adj, files, err)
+    del keep
+    return check(rc, err)

@@ -1,7 +1,8 @@
 """Pod sandbox mechanics: files, /dev/shm, pinned namespaces and the pause container; and their teardown.
 
-No pause image is pulled: a pod that shares one PID namespace gets pycrio-pause,
-bind-mounted read-only into an otherwise empty rootfs, as PID 1 of that namespace.
+No pause image is pulled: a pod that shares one PID namespace gets pycrio-pause as PID 1 of
+that namespace, started directly (native.pause_spawn: no runc, no monitor; its own empty root,
+no capabilities) and placed in the pod's cgroup <cgroup_parent>/pycrio-<pod id> here.
 Every step of create is undone if a later one fails.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -17,19 +19,22 @@ import signal
 import time
 from typing import Any
 
-from pycrio import monitor, native, procs, spec
+from pycrio import native, procs, spec
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
 from pycrio.oci import OCIRuntime
 from pycrio.paths import helper_binary
+from pycrio.spec_resources import cgroup_version, cgroups_path, oom_score_adj
 
 logger = logging.getLogger("pycrio.sandbox")
 
-PAUSE_IN_ROOTFS = "/pause"
 SHM_SIZE = 64 << 20
 HOST_NAME_MAX = 64
 PAUSE_STOP_TIMEOUT = 5.0
+PAUSE_RECORD = "pause.json"  # in the pod dir: pid, start ticks, cgroups of a directly started pause
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_RMDIR_TIMEOUT = 2.0
 
 
 def ctl_socket_path(cfg: Config, container_id: str) -> str:
@@ -153,37 +158,58 @@ class Sandbox:
         )
 
     async def _start_pause(self, pod_id: str, config: api_pb2.PodSandboxConfig, facts: dict[str, Any]) -> None:
-        bundle = os.path.join(facts["dir"], "pause")
-        rootfs = os.path.join(bundle, "rootfs")
-        os.makedirs(rootfs)
-        pause_target = os.path.join(rootfs, PAUSE_IN_ROOTFS.lstrip("/"))
-        open(pause_target, "w").close()
-        native.mount_bind(helper_binary("pycrio-pause"), pause_target, native.MOUNT_RDONLY)
-        facts["pause_bind"] = pause_target
-        sandbox = self.sandbox_facts(pod_id, config, facts)
-        document = spec.pause_spec(sandbox, PAUSE_IN_ROOTFS, self.runtime_facts, rootfs=rootfs)
-        with open(os.path.join(bundle, "config.json"), "w") as f:
-            json.dump(document, f)
-        facts["pause_bundle"] = bundle
-        pid = await monitor.spawn(
-            pod_id,
-            runtime=self.runtime.binary,
-            runtime_root=self.runtime.root,
-            bundle=bundle,
-            pid_file=os.path.join(bundle, "pid"),
-            exit_file=os.path.join(self.cfg.runtime.exits_dir, pod_id),
-            ctl_socket=ctl_socket_path(self.cfg, pod_id),
-            log_path=os.path.join(bundle, "pause.log"),
+        """pycrio-pause as PID 1 of the pod's PID namespace, started directly (no runc, no monitor).
+
+        The pid is recorded in <pod dir>/pause.json at once, so that a daemon that dies before
+        the pod's facts are stored still finds and stops it (teardown reads it back).
+        """
+        adj = oom_score_adj(spec.PAUSE_OOM_SCORE_ADJ, self.runtime_facts.daemon_oom_score_adj)
+        facts["pause_direct"] = True
+        facts["pause_cgroups"] = []
+        if self.runtime_facts.cgroup_manager == "cgroupfs":
+            cgroup = cgroups_path("cgroupfs", config.linux.cgroup_parent, pod_id)
+            facts["pause_cgroups"] = await asyncio.to_thread(_make_cgroups, cgroup)
+        else:
+            # A systemd scope would need a D-Bus call to systemd per pod: the pause stays in the
+            # daemon's cgroup (it uses next to nothing); the containers get their scopes from runc.
+            logger.warning("pod %s: cgroup_manager systemd: the pause stays in the daemon's cgroup", pod_id[:12])
+        join = "cgroup.procs" if cgroup_version() == 2 else "tasks"  # the pause writes "0" to it itself
+        pid = await asyncio.to_thread(
+            native.pause_spawn,
+            helper_binary("pycrio-pause"),
+            facts.get("netns"),
+            facts.get("ipcns"),
+            facts.get("utsns"),
+            adj,
+            [os.path.join(d, join) for d in facts["pause_cgroups"]],
         )
-        facts["pause_created"] = True
-        await self.runtime.start(pod_id)
         facts["pause_pid"] = pid
         facts["pause_start"] = procs.start_ticks(pid)
+        _write_pause_record(facts)
+
+    async def _stop_pause(self, facts: dict[str, Any]) -> None:
+        """SIGKILL the directly started pause, wait until it is gone (a zombie counts), rmdir its cgroups."""
+        pid, ticks = facts.get("pause_pid"), facts.get("pause_start")
+        if procs.signal_if_same(pid, ticks, signal.SIGKILL):
+            await _wait_pause_gone(pid, ticks, PAUSE_STOP_TIMEOUT)
+        facts.pop("pause_pid", None)
+        await asyncio.to_thread(_remove_cgroups, facts.get("pause_cgroups") or [])
+        facts["pause_cgroups"] = []
+        facts["pause_direct"] = False
+        if facts.get("dir"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(facts["dir"], PAUSE_RECORD))
 
     async def teardown(self, pod_id: str, facts: dict[str, Any]) -> None:
-        """Stop the pause container, unmount /dev/shm, unpin namespaces; safe to repeat."""
+        """Stop the pause (direct, or runc for older pods), unmount /dev/shm, unpin namespaces; safe to repeat."""
         errors: list[str] = []
-        if facts.get("pause_created"):
+        _read_pause_record(facts)
+        if facts.get("pause_direct"):
+            try:
+                await self._stop_pause(facts)
+            except Exception as e:  # noqa: BLE001 - keep tearing down, report at the end
+                errors.append(f"pause process: {e}")
+        if facts.get("pause_created"):  # a pod made before pauses ran without runc
             try:
                 pid, ticks = facts.get("pause_pid"), facts.get("pause_start")
                 if procs.signal_if_same(pid, ticks, signal.SIGKILL) or (
@@ -258,3 +284,141 @@ async def _wait_gone(pid: int | None, timeout: float) -> None:
         except ProcessLookupError:
             return
         await asyncio.sleep(0.01)
+
+
+# ---------------------------------------------------------------- the pause started without runc
+
+
+def _write_pause_record(facts: dict[str, Any]) -> None:
+    record = {key: facts[key] for key in ("pause_pid", "pause_start", "pause_cgroups")}
+    with open(os.path.join(facts["dir"], PAUSE_RECORD), "w") as f:
+        json.dump(record, f)
+
+
+def _read_pause_record(facts: dict[str, Any]) -> None:
+    """Fill the pause's facts from <pod dir>/pause.json when they are missing (a crash mid-create)."""
+    if facts.get("pause_direct") or not facts.get("dir"):
+        return
+    try:
+        with open(os.path.join(facts["dir"], PAUSE_RECORD)) as f:
+            record = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return
+    facts.update(record, pause_direct=True)
+
+
+def _v1_hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points of the cgroup v1 hierarchies under /sys/fs/cgroup (controllers and named ones)."""
+    found: dict[str, None] = {}
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            if "-" not in fields:
+                continue
+            fstype = fields[fields.index("-") + 1]
+            if fstype == "cgroup" and fields[4].startswith(CGROUP_ROOT + "/"):
+                found[fields[4]] = None
+    return list(found)
+
+
+def _cgroup_dirs(cgroup: str) -> list[str]:
+    """The directories of cgroup (an absolute cgroupfs path) in every hierarchy, or the unified one."""
+    roots = [CGROUP_ROOT] if cgroup_version() == 2 else _v1_hierarchies()
+    return [root + cgroup for root in roots]
+
+
+def _copy_if_empty(directory: str, name: str) -> None:
+    path = os.path.join(directory, name)
+    with open(path) as f:
+        if f.read().strip():
+            return
+    with open(os.path.join(os.path.dirname(directory), name)) as f:
+        value = f.read().strip()
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _mkdir_cgroup(path: str) -> None:
+    """mkdir -p a cgroup; in a cpuset hierarchy each new level gets its parent's cpus and mems."""
+    missing = []
+    top = path
+    while not os.path.isdir(top):
+        missing.append(top)
+        top = os.path.dirname(top)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory)
+        if os.path.exists(os.path.join(directory, "cpuset.cpus")):
+            _copy_if_empty(directory, "cpuset.cpus")
+            _copy_if_empty(directory, "cpuset.mems")
+
+
+def _make_cgroups(cgroup: str) -> list[str]:
+    """mkdir -p cgroup (an absolute cgroupfs path) in every v1 hierarchy, or the unified one; the dirs."""
+    dirs = _cgroup_dirs(cgroup)
+    for directory in dirs:
+        _mkdir_cgroup(directory)
+    return dirs
+
+
+def _remove_cgroups(dirs: list[str]) -> None:
+    """rmdir each cgroup; EBUSY is retried briefly (a killed task leaves it a moment later)."""
+    deadline = time.monotonic() + CGROUP_RMDIR_TIMEOUT
+    for directory in dirs:
+        while True:
+            try:
+                os.rmdir(directory)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+
+
+def _pause_state(pid: int, ticks: int | None) -> str | None:
+    """The state letter of pid when it is still the process that started at ticks, else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()
+    if ticks is not None and int(fields[19]) != ticks:
+        return None
+    return fields[0].decode()
+
+
+async def _wait_pause_gone(pid: int | None, ticks: int | None, timeout: float) -> None:
+    """Until pid is gone, reused or a zombie (the system's reaper may never collect it)."""
+    if not pid:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _pause_state(pid, ticks) in (None, "Z", "X"):
+            return
+        await asyncio.sleep(0.002)
+    raise TimeoutError(f"pause {pid} still there {timeout:.0f} s after SIGKILL")
+
+
+def kill_recorded_pauses(runroot: str) -> list[int]:
+    """SIGKILL every directly started pause recorded under <runroot>/pods and rmdir its cgroups
+    (`pycrio wipe`: no runtime lists them); the pids killed."""
+    killed = []
+    pods = os.path.join(runroot, "pods")
+    for entry in os.scandir(pods) if os.path.isdir(pods) else []:
+        facts: dict[str, Any] = {"dir": entry.path}
+        _read_pause_record(facts)
+        if not facts.get("pause_direct"):
+            continue
+        pid, ticks = facts.get("pause_pid"), facts.get("pause_start")
+        if procs.signal_if_same(pid, ticks, signal.SIGKILL):
+            assert pid is not None
+            killed.append(pid)
+            deadline = time.monotonic() + PAUSE_STOP_TIMEOUT
+            while _pause_state(pid, ticks) not in (None, "Z", "X") and time.monotonic() < deadline:
+                time.sleep(0.005)
+        with contextlib.suppress(OSError):
+            _remove_cgroups(facts.get("pause_cgroups") or [])
+    return killed

@@ -31,13 +31,17 @@ def test_events_stream_created_started_stopped_deleted(node):  # noqa: F811
     reader = threading.Thread(target=read)
     reader.start()
     ready.wait()
-    time.sleep(0.2)
     pod = node.pod()
+    # The stream is live once a probe container's event comes through.
+    probe = node.container(pod, ["true"], name="probe")
+    deadline = time.monotonic() + 10
+    while not any(e.container_id == probe for e in events) and time.monotonic() < deadline:
+        time.sleep(0.02)
     cid = node.run(pod, ["sh", "-c", "exit 2"])
     node.wait_exit(cid)
     node.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid))
     deadline = time.monotonic() + 5
-    while len(events) < 4 and time.monotonic() < deadline:
+    while len([e for e in events if e.container_id == cid]) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
     call.cancel()
     reader.join(5)
@@ -48,7 +52,7 @@ def test_events_stream_created_started_stopped_deleted(node):  # noqa: F811
         api_pb2.CONTAINER_STOPPED_EVENT,
         api_pb2.CONTAINER_DELETED_EVENT,
     ]
-    stopped = events[2]
+    stopped = [e for e in events if e.container_id == cid][2]
     assert stopped.containers_statuses[0].exit_code == 2
     assert stopped.pod_sandbox_status.id == pod and stopped.created_at > 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -29,6 +30,21 @@ def _set_state(d, table: str, row_id: str, state: str) -> None:
     conn.close()
 
 
+def _pause_pid(d, pod_id: str) -> int:
+    with open(os.path.join(d.runroot, "pods", pod_id, "pause.json")) as f:
+        return json.load(f)["pause_pid"]
+
+
+def _alive(pid: int) -> bool:
+    """pid runs and is no zombie (PID 1 here may never reap a killed pause)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return False
+    return data[data.rindex(b")") + 2 :].split()[0] not in (b"Z", b"X")
+
+
 def test_half_created_container_and_pod_are_cleaned_up(node):  # noqa: F811
     d = node.d
     keep = node.pod()
@@ -40,12 +56,15 @@ def test_half_created_container_and_pod_are_cleaned_up(node):  # noqa: F811
     _set_state(d, "containers", doomed, "creating")
     _set_state(d, "pods", doomed_pod, "creating")
     runc_root = os.path.join(d.runroot, "runtime", "runc")
-    assert doomed in _runc_list(runc_root) and doomed_pod in _runc_list(runc_root)
+    assert doomed in _runc_list(runc_root)
+    pause = _pause_pid(d, doomed_pod)  # started without runc (csrc/pause_spawn.c)
+    assert _alive(pause)
     d.start()
     listed = [c.id for c in node.rt.ListContainers(api_pb2.ListContainersRequest()).containers]
     assert listed == [kept]
     assert [p.id for p in node.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items] == [keep]
     assert doomed not in _runc_list(runc_root) and doomed_pod not in _runc_list(runc_root)
+    assert not _alive(pause)
     assert not _mounts_under(os.path.join(d.root, "containers", doomed))
     assert not _mounts_under(os.path.join(d.runroot, "ns", doomed_pod))
     assert not _mounts_under(os.path.join(d.runroot, "pods", doomed_pod))

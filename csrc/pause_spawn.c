@@ -1,0 +1,453 @@
+/* pause_spawn.c: pycrio_pause_spawn; the process dance is drawn in include/pause_spawn.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal/cleanup.h"
+#include "internal/err_set.h"
+#include "include/pause_spawn.h"
+
+#define NNS 3
+#define PAUSE_ARGV0 "/pause"
+#define ROOT_MOUNTPOINT "/proc" /* exists everywhere; covered in the pause's own mount ns only */
+#define ROOT_OPTIONS "mode=0555,size=4k,nr_inodes=4"
+#define CAP_LAST_CAP_MAX 255
+
+/* The step a child failed at (or STEP_PID: the intermediate's pid record). */
+enum step {
+    STEP_PID = 0,
+    STEP_SETNS_NET,
+    STEP_SETNS_IPC,
+    STEP_SETNS_UTS,
+    STEP_UNSHARE,
+    STEP_CLONE,
+    STEP_SETSID,
+    STEP_DUP2,
+    STEP_OOM_OPEN,
+    STEP_OOM_WRITE,
+    STEP_CGROUP_OPEN,
+    STEP_CGROUP_WRITE,
+    STEP_MOUNT_PRIVATE,
+    STEP_MOUNT_TMPFS,
+    STEP_PIVOT_ROOT,
+    STEP_UMOUNT_OLD,
+    STEP_CHDIR,
+    STEP_NO_NEW_PRIVS,
+    STEP_CAPBSET_DROP,
+    STEP_CAPSET,
+    STEP_EXEC,
+};
+
+static const char *const STEP_NAMES[] = {
+    [STEP_PID] = "clone",           [STEP_SETNS_NET] = "setns",   [STEP_SETNS_IPC] = "setns",
+    [STEP_SETNS_UTS] = "setns",     [STEP_UNSHARE] = "unshare",   [STEP_CLONE] = "clone",
+    [STEP_SETSID] = "setsid",       [STEP_DUP2] = "dup2",         [STEP_OOM_OPEN] = "open",
+    [STEP_OOM_WRITE] = "write",     [STEP_CGROUP_OPEN] = "open",  [STEP_CGROUP_WRITE] = "write",
+    [STEP_MOUNT_PRIVATE] = "mount", [STEP_MOUNT_TMPFS] = "mount", [STEP_PIVOT_ROOT] = "pivot_root",
+    [STEP_UMOUNT_OLD] = "umount2",  [STEP_CHDIR] = "chdir",       [STEP_NO_NEW_PRIVS] = "prctl",
+    [STEP_CAPBSET_DROP] = "prctl",  [STEP_CAPSET] = "capset",     [STEP_EXEC] = "execveat",
+};
+
+static const char *const STEP_WHAT[] = {
+    [STEP_PID] = "the intermediate child",
+    [STEP_SETNS_NET] = "joining the net namespace",
+    [STEP_SETNS_IPC] = "joining the ipc namespace",
+    [STEP_SETNS_UTS] = "joining the uts namespace",
+    [STEP_UNSHARE] = "unshare(CLONE_NEWPID|CLONE_NEWNS)",
+    [STEP_CLONE] = "forking the pause",
+    [STEP_SETSID] = "setsid",
+    [STEP_DUP2] = "putting stdin/out/err on /dev/null",
+    [STEP_OOM_OPEN] = "opening /proc/self/oom_score_adj",
+    [STEP_OOM_WRITE] = "writing oom_score_adj",
+    [STEP_CGROUP_OPEN] = "opening a cgroup file",
+    [STEP_CGROUP_WRITE] = "joining a cgroup",
+    [STEP_MOUNT_PRIVATE] = "making the pause's mounts private",
+    [STEP_MOUNT_TMPFS] = "mounting the pause's empty root (tmpfs)",
+    [STEP_PIVOT_ROOT] = "pivot_root to the empty root",
+    [STEP_UMOUNT_OLD] = "detaching the old root",
+    [STEP_CHDIR] = "chdir",
+    [STEP_NO_NEW_PRIVS] = "PR_SET_NO_NEW_PRIVS",
+    [STEP_CAPBSET_DROP] = "PR_CAPBSET_DROP",
+    [STEP_CAPSET] = "dropping every capability",
+    [STEP_EXEC] = "executing the pause",
+};
+
+/* One SOCK_SEQPACKET message from a child. */
+struct report {
+    int step;   /* enum step */
+    int errnum; /* 0 for STEP_PID */
+    int pid;    /* STEP_PID: the pause's host pid; STEP_CGROUP_*: the file's index */
+};
+
+/* Everything the children need, prepared before the first clone. */
+struct plan {
+    int exec_fd;      /* the pause binary, O_PATH */
+    int ns_fds[NNS];  /* net, ipc, uts; -1: stay */
+    int devnull;      /* O_RDWR */
+    int sock;         /* the children's end of the socketpair */
+    int cap_last_cap; /* from /proc/sys/kernel/cap_last_cap */
+    char oom[16];     /* oom_score_adj as text */
+    size_t oom_len;
+    pid_t parent_pid;
+    char *const *argv;
+    char *const *envp;
+    const char *const *cgroup_files; /* NULL-terminated, may be NULL */
+};
+
+static const int NS_TYPES[NNS] = {CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS};
+static const char *const NS_NAMES[NNS] = {"net", "ipc", "uts"};
+
+/* ---- in the children: async-signal-safe only, no allocation ------------------------------ */
+
+static void child_send(const struct plan *p, int step, int errnum, int pid)
+{
+    struct report r = {.step = step, .errnum = errnum, .pid = pid};
+
+    while (send(p->sock, &r, sizeof(r), MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+}
+
+static __attribute__((noreturn)) void child_fail_at(const struct plan *p, int step, int index)
+{
+    child_send(p, step, errno ? errno : EIO, index);
+    _exit(1);
+}
+
+static __attribute__((noreturn)) void child_fail(const struct plan *p, int step)
+{
+    child_fail_at(p, step, 0);
+}
+
+/* Close every descriptor but the few listed (all >= 3, any order). */
+static void close_all_but(const int *keep, int n)
+{
+    unsigned int next = 3;
+
+    for (;;) {
+        int lowest = -1;
+
+        for (int i = 0; i < n; i++)
+            if (keep[i] >= (int)next && (lowest < 0 || keep[i] < lowest))
+                lowest = keep[i];
+        if (lowest < 0) {
+            syscall(SYS_close_range, next, ~0U, 0);
+            return;
+        }
+        if ((unsigned int)lowest > next)
+            syscall(SYS_close_range, next, (unsigned int)lowest - 1, 0);
+        next = (unsigned int)lowest + 1;
+    }
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0) {
+            errno = EIO;
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* The pause, PID 1 of the new PID namespace: isolate, drop everything, exec. */
+static __attribute__((noreturn)) void pause_main(const struct plan *p)
+{
+    int keep[3] = {p->sock, p->exec_fd, p->devnull};
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    struct sigaction dfl;
+    sigset_t none;
+    int fd;
+
+    close_all_but(keep, 3);
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < _NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL); /* fails harmlessly for the libc-reserved ones */
+    if (setsid() < 0)
+        child_fail(p, STEP_SETSID);
+    for (int i = 0; i < 3; i++)
+        if (dup2(p->devnull, i) < 0)
+            child_fail(p, STEP_DUP2);
+    fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        child_fail(p, STEP_OOM_OPEN);
+    if (write_all(fd, p->oom, p->oom_len) < 0)
+        child_fail(p, STEP_OOM_WRITE);
+    close(fd);
+    /* "0": this very thread, which the kernel moves without the global threadgroup lock (a
+     * pid or a whole process written by the daemon costs an RCU grace period, ~20 ms). */
+    for (int i = 0; p->cgroup_files != NULL && p->cgroup_files[i] != NULL; i++) {
+        fd = open(p->cgroup_files[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            child_fail_at(p, STEP_CGROUP_OPEN, i);
+        if (write_all(fd, "0", 1) < 0)
+            child_fail_at(p, STEP_CGROUP_WRITE, i);
+        close(fd);
+    }
+    /* Its own root: an empty read-only tmpfs, so that /proc/1/root is not the host's. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        child_fail(p, STEP_MOUNT_PRIVATE);
+    if (mount("tmpfs", ROOT_MOUNTPOINT, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              ROOT_OPTIONS) < 0)
+        child_fail(p, STEP_MOUNT_TMPFS);
+    if (chdir(ROOT_MOUNTPOINT) < 0)
+        child_fail(p, STEP_CHDIR);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        child_fail(p, STEP_PIVOT_ROOT);
+    if (umount2(".", MNT_DETACH) < 0)
+        child_fail(p, STEP_UMOUNT_OLD);
+    if (chdir("/") < 0)
+        child_fail(p, STEP_CHDIR);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        child_fail(p, STEP_NO_NEW_PRIVS);
+    for (int cap = 0; cap <= p->cap_last_cap; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            child_fail(p, STEP_CAPBSET_DROP);
+    memset(data, 0, sizeof(data));
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        child_fail(p, STEP_CAPSET);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    syscall(SYS_execveat, p->exec_fd, "", p->argv, p->envp, AT_EMPTY_PATH);
+    {
+        int saved = errno;
+        sigset_t all;
+
+        sigfillset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        errno = saved;
+    }
+    child_fail(p, STEP_EXEC);
+}
+
+static __attribute__((noreturn)) void intermediate_main(const struct plan *p)
+{
+    int keep[NNS + 3] = {p->sock, p->exec_fd, p->devnull, p->ns_fds[0], p->ns_fds[1], p->ns_fds[2]};
+    long pid;
+
+    close_all_but(keep, NNS + 3); /* -1 entries are ignored */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != p->parent_pid)
+        _exit(1);
+    for (int i = 0; i < NNS; i++)
+        if (p->ns_fds[i] >= 0 && setns(p->ns_fds[i], NS_TYPES[i]) < 0)
+            child_fail(p, STEP_SETNS_NET + i);
+    if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0)
+        child_fail(p, STEP_UNSHARE);
+    pid = syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid < 0)
+        child_fail(p, STEP_CLONE);
+    if (pid == 0)
+        pause_main(p);
+    child_send(p, STEP_PID, 0, (int)pid);
+    _exit(0);
+}
+
+/* ---- in the parent ----------------------------------------------------------------------- */
+
+static int reap(pid_t pid)
+{
+    int status;
+
+    for (;;) {
+        if (waitpid(pid, &status, 0) == pid)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        return errno == ECHILD ? 0 : -errno;
+    }
+}
+
+static int read_cap_last_cap(struct pycrio_err *err)
+{
+    const char *path = "/proc/sys/kernel/cap_last_cap";
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char buf[16] = {0};
+    ssize_t n;
+    long v;
+
+    if (fd < 0)
+        return pycrio_err_set(err, errno, "open", path, "open %s: %s", path, strerror(errno));
+    do
+        n = read(fd, buf, sizeof(buf) - 1);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return pycrio_err_set(err, errno, "read", path, "read %s: %s", path, strerror(errno));
+    v = strtol(buf, NULL, 10);
+    if (v <= 0 || v > CAP_LAST_CAP_MAX)
+        return pycrio_err_set(err, EINVAL, "read", path, "%s: unexpected value '%s'", path, buf);
+    return (int)v;
+}
+
+static void close_plan(struct plan *p)
+{
+    pycrio_closep(&p->exec_fd);
+    pycrio_closep(&p->devnull);
+    for (int i = 0; i < NNS; i++)
+        pycrio_closep(&p->ns_fds[i]);
+}
+
+#define cleanup_plan __attribute__((cleanup(close_plan)))
+
+static int report_failure(const struct report *r, const char *pause_path, const char *const *ns,
+                          int oom_score_adj, const struct plan *p, struct pycrio_err *err)
+{
+    int e = r->errnum > 0 ? r->errnum : EIO;
+    int step = r->step >= 0 && r->step <= STEP_EXEC ? r->step : STEP_CLONE;
+
+    if (step >= STEP_SETNS_NET && step <= STEP_SETNS_UTS) {
+        const char *path = ns[step - STEP_SETNS_NET];
+
+        return pycrio_err_set(err, e, "setns", path, "pause %s: setns %s (%s namespace): %s",
+                              pause_path, path, NS_NAMES[step - STEP_SETNS_NET], strerror(e));
+    }
+    if ((step == STEP_CGROUP_OPEN || step == STEP_CGROUP_WRITE) && p->cgroup_files != NULL) {
+        const char *path = "?";
+
+        for (int i = 0; p->cgroup_files[i] != NULL; i++)
+            if (i == r->pid)
+                path = p->cgroup_files[i];
+        return pycrio_err_set(err, e, STEP_NAMES[step], path, "pause %s: %s %s: %s", pause_path,
+                              step == STEP_CGROUP_OPEN ? "open" : "writing 0 to", path,
+                              strerror(e));
+    }
+    if (step == STEP_OOM_WRITE)
+        return pycrio_err_set(err, e, "write", "/proc/self/oom_score_adj",
+                              "pause %s: writing oom_score_adj %d: %s", pause_path, oom_score_adj,
+                              strerror(e));
+    return pycrio_err_set(err, e, STEP_NAMES[step], pause_path, "pause %s: %s: %s", pause_path,
+                          STEP_WHAT[step], strerror(e));
+}
+
+static int open_plan(struct plan *p, const char *pause_path, const char *const *ns,
+                     int oom_score_adj, struct pycrio_err *err)
+{
+    int n;
+
+    p->exec_fd = open(pause_path, O_PATH | O_CLOEXEC);
+    if (p->exec_fd < 0)
+        return pycrio_err_set(err, errno, "open", pause_path, "pause binary %s: %s", pause_path,
+                              strerror(errno));
+    for (int i = 0; i < NNS; i++) {
+        if (ns[i] == NULL)
+            continue;
+        p->ns_fds[i] = open(ns[i], O_RDONLY | O_CLOEXEC);
+        if (p->ns_fds[i] < 0)
+            return pycrio_err_set(err, errno, "open", ns[i], "%s namespace file %s: %s",
+                                  NS_NAMES[i], ns[i], strerror(errno));
+    }
+    p->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (p->devnull < 0)
+        return pycrio_err_set(err, errno, "open", "/dev/null", "open /dev/null: %s",
+                              strerror(errno));
+    if ((p->cap_last_cap = read_cap_last_cap(err)) < 0)
+        return p->cap_last_cap;
+    n = snprintf(p->oom, sizeof(p->oom), "%d", oom_score_adj);
+    p->oom_len = (size_t)n;
+    return 0;
+}
+
+int pycrio_pause_spawn(const char *pause_path, const char *netns, const char *ipcns,
+                       const char *utsns, int oom_score_adj, const char *const *cgroup_files,
+                       struct pycrio_err *err)
+{
+    char *const argv[] = {PAUSE_ARGV0, NULL};
+    char *const envp[] = {NULL};
+    const char *ns[NNS] = {netns, ipcns, utsns};
+    cleanup_plan struct plan p = {.exec_fd = -1,
+                                  .ns_fds = {-1, -1, -1},
+                                  .devnull = -1,
+                                  .sock = -1,
+                                  .argv = argv,
+                                  .envp = envp,
+                                  .cgroup_files = cgroup_files};
+    cleanup_close int sock_parent = -1;
+    struct report failure = {.step = -1};
+    sigset_t all, old;
+    int sv[2], rc, pause_pid = 0;
+    long child;
+
+    if (pause_path == NULL || pause_path[0] == '\0')
+        return pycrio_err_set(err, EINVAL, "pause_spawn", "", "empty pause path");
+    if (oom_score_adj < -1000 || oom_score_adj > 1000)
+        return pycrio_err_set(err, EINVAL, "pause_spawn", "", "oom_score_adj %d out of range",
+                              oom_score_adj);
+    for (int i = 0; i < NNS; i++)
+        if (ns[i] != NULL && ns[i][0] == '\0')
+            ns[i] = NULL;
+    if ((rc = open_plan(&p, pause_path, ns, oom_score_adj, err)) < 0)
+        return rc;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return pycrio_err_set(err, errno, "socketpair", "", "socketpair: %s", strerror(errno));
+    sock_parent = sv[0];
+    p.sock = sv[1];
+    p.parent_pid = getpid();
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    /* A raw clone is a fork without the atfork handlers of the libraries in the daemon. */
+    child = syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+    if (child == 0)
+        intermediate_main(&p);
+    {
+        int saved = errno;
+
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        close(p.sock);
+        errno = saved;
+    }
+    if (child < 0)
+        return pycrio_err_set(err, errno, "clone", pause_path, "clone for pause %s: %s", pause_path,
+                              strerror(errno));
+
+    /* Records until EOF: the pid from the intermediate, a failure from either child.  EOF
+     * comes when the intermediate has exited and the pause has exec'd (CLOEXEC) or died. */
+    for (;;) {
+        struct report r;
+        ssize_t n = recv(sock_parent, &r, sizeof(r), 0);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (n != (ssize_t)sizeof(r))
+            continue;
+        if (r.step == STEP_PID)
+            pause_pid = r.pid;
+        else if (failure.step < 0)
+            failure = r;
+    }
+    rc = reap((pid_t)child);
+    if (failure.step >= 0)
+        return report_failure(&failure, pause_path, ns, oom_score_adj, &p, err);
+    if (rc < 0)
+        return pycrio_err_set(err, -rc, "waitpid", pause_path, "waitpid %ld: %s", child,
+                              strerror(-rc));
+    if (pause_pid <= 0)
+        return pycrio_err_set(err, EIO, "clone", pause_path,
+                              "pause %s: the intermediate child ended without a report",
+                              pause_path);
+    return pause_pid;
+}
