@@ -18,6 +18,7 @@ from pycrio.errors import FailedPrecondition, InvalidArgument, NotFound
 logger = logging.getLogger("pycrio.oci")
 
 EXEC_OUTPUT_LIMIT = 16 << 20  # ExecSync keeps at most this much of stdout and of stderr
+EXEC_REAP_TIMEOUT = 2.0  # seconds `runc exec` gets to reap a killed process before it is killed too
 
 
 def runtime_binary(cfg: Config, handler: str) -> str | None:
@@ -159,11 +160,9 @@ class OCIRuntime:
             await asyncio.wait_for(proc.wait(), timeout if timeout and timeout > 0 else None)
         except TimeoutError:
             timed_out = True
-            _kill_exec(proc.pid, pid_file)
-            await proc.wait()
+            await _kill_exec(proc, pid_file)
         except BaseException:
-            _kill_exec(proc.pid, pid_file)
-            await proc.wait()
+            await _kill_exec(proc, pid_file)
             out_task.cancel()
             err_task.cancel()
             raise
@@ -176,12 +175,22 @@ class OCIRuntime:
         return ExecResult(proc.returncode if proc.returncode is not None else -1, out, err)
 
 
-def _kill_exec(runc_pid: int, pid_file: str) -> None:
-    """SIGKILL the exec'd process (pid from runc's pid file) and runc's own session."""
+async def _kill_exec(proc: asyncio.subprocess.Process, pid_file: str) -> None:
+    """SIGKILL the exec'd process (pid from runc's pid file); `runc exec` then reaps it and exits.
+
+    runc is killed only when that does not happen: a process it leaves behind is re-parented to
+    the container's PID 1, which may never reap it (a zombie that `ps` still shows).
+    """
+    killed = False
     with contextlib.suppress(OSError, ValueError), open(pid_file) as f:
         os.kill(int(f.read().strip()), signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(runc_pid, signal.SIGKILL)
+        killed = True
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(proc.wait()), EXEC_REAP_TIMEOUT if killed else 0)
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
 
 
 async def _read_capped(stream: asyncio.StreamReader, limit: int) -> bytes:

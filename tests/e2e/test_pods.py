@@ -147,14 +147,16 @@ def test_stop_kills_a_process_that_ignores_sigterm(node):
 
 def test_exec_sync_output_exit_code_and_timeout(node):
     pod = node.pod(hostname="myhost")
-    cid = node.run(pod, ["sh", "-c", "while true; do sleep 1; done"])
+    cid = node.run(pod, ["sleep", "100000"])  # a PID 1 that never reaps, like critest's `top`
     r = node.exec(cid, ["sh", "-c", "echo hi; echo oops >&2; hostname; exit 4"])
     assert (r.stdout, r.stderr, r.exit_code) == (b"hi\nmyhost\n", b"oops\n", 4)
     started = time.monotonic()
     r = node.exec(cid, ["sleep", "30"], timeout=1)
     assert r.exit_code == -1 and b"timed out" in r.stderr
     assert time.monotonic() - started < 5
-    # The timed-out process is gone from the container, not just its runc exec.
+    # The timed-out process is gone from the container (not even a zombie), not just its runc exec.
+    names = node.exec(cid, ["sh", "-c", "cat /proc/[0-9]*/stat"]).stdout
+    assert b"(sleep) Z" not in names
     procs = node.exec(cid, ["sh", "-c", "for p in /proc/[0-9]*; do cat $p/cmdline; echo; done"]).stdout
     assert b"sleep30" not in procs.replace(b"\0", b"")
 
