@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from pycrio import monitor, spec, spec_resources
+from pycrio import monitor, procs, spec, spec_resources
 from pycrio.config import Config
 from pycrio.container import ContainerOps
 from pycrio.cri import api_pb2
@@ -90,6 +90,31 @@ class Lifecycle:
         self.watcher.start()
         await self.recover()
         self.watcher.scan()
+        self._mark_vanished()
+
+    def _mark_vanished(self) -> None:
+        """Containers whose process is gone without an exit file (a reboot, a killed monitor) exit now;
+        pods whose namespaces or pause are gone are not ready any more."""
+        for pod in self.store.pods():
+            if pod.state != "ready":
+                continue
+            pins = [pod.facts[k] for k in ("netns", "ipcns", "utsns") if pod.facts.get(k)]
+            pause = pod.facts.get("pause_pid")
+            if all(os.path.exists(p) for p in pins) and (not pause or procs.alive(pause, pod.facts.get("pause_start"))):
+                continue
+            pod.state = "notready"
+            self.store.update_pod(pod)
+            logger.warning("pod %s: its namespaces or pause process were gone when pycrio started", pod.id[:12])
+        for c in self.store.containers():
+            if c.state not in ("created", "running"):
+                continue
+            if procs.alive(c.facts.get("pid"), c.facts.get("pid_start")):
+                continue  # still the container's process
+            c.state, c.finished_ns, c.exit_code, c.reason = "exited", time.time_ns(), 255, "Error"
+            c.message = "the container's process was gone when pycrio started, with no exit recorded"
+            self.store.update_container(c)
+            logger.warning("container %s: %s", c.id[:12], c.message)
+            self._emit(api_pb2.CONTAINER_STOPPED_EVENT, c)
 
     def close(self) -> None:
         self.watcher.close()

@@ -24,6 +24,19 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def alive(pid: int | None, ticks: int | None) -> bool:
+    """pid is still the process that started at ticks, and not a zombie waiting for its reaper."""
+    if not pid or ticks is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    fields = data[data.rindex(b")") + 2 :].split()
+    return fields[0] not in (b"Z", b"X") and int(fields[19]) == ticks
+
+
 def signal_if_same(pid: int | None, ticks: int | None, sig: int) -> bool:
     """Send sig to pid when it is still the process that started at ticks; False when it is gone."""
     if not pid or ticks is None:

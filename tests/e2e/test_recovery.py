@@ -83,3 +83,32 @@ def test_wipe_removes_running_containers_and_all_state(node):  # noqa: F811
     assert not _mounts_under(d.root) and not _mounts_under(d.runroot)
     assert _runc_list(os.path.join(d.runroot, "runtime", "runc")) == []
     assert not os.path.exists(os.path.join(d.root, "pycrio.db"))
+
+
+def test_a_container_that_vanished_while_the_daemon_was_down_is_exited(node):  # noqa: F811
+    d = node.d
+    pod = node.pod()
+    cid = node.run(pod, ["sh", "-c", "while true; do sleep 1; done"])
+    status = node.rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=cid, verbose=True))
+    pid = json.loads(status.info["info"])["pid"]
+    d.stop(signal.SIGKILL)
+    # As after a reboot: the process and its monitor are gone and no exit file was written.
+    monitors = subprocess.run(["pgrep", "-f", f"pycrio-monitor --id {cid}"], capture_output=True, text=True)
+    for monitor_pid in monitors.stdout.split():
+        os.kill(int(monitor_pid), signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    d.start()
+    status = node.status(cid)
+    assert status.state == api_pb2.CONTAINER_EXITED and status.exit_code == 255
+    assert "gone" in status.message
+
+
+def test_a_pod_whose_pause_vanished_is_not_ready(node):  # noqa: F811
+    d = node.d
+    pod = node.pod()
+    pause = _pause_pid(d, pod)
+    d.stop(signal.SIGKILL)
+    os.kill(pause, signal.SIGKILL)
+    d.start()
+    status = node.rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod)).status
+    assert status.state == api_pb2.SANDBOX_NOTREADY

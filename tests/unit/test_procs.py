@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 
 from pycrio import procs
 
@@ -39,3 +40,15 @@ def test_signal_only_the_same_process():
     assert child.wait(5) == -signal.SIGKILL
     assert procs.signal_if_same(child.pid, ticks, signal.SIGKILL) is False  # gone
     assert procs.signal_if_same(None, ticks, signal.SIGKILL) is False
+
+
+def test_alive_is_false_for_zombies_and_other_processes():
+    child = subprocess.Popen(["sleep", "10"])
+    ticks = procs.start_ticks(child.pid)
+    assert procs.alive(child.pid, ticks) and not procs.alive(child.pid, ticks + 1)
+    child.kill()
+    time.sleep(0.1)  # not reaped yet: a zombie
+    assert procs.start_ticks(child.pid) == ticks
+    assert not procs.alive(child.pid, ticks)
+    child.wait()
+    assert not procs.alive(child.pid, ticks) and not procs.alive(None, ticks)
