@@ -6,7 +6,9 @@ its checks, so loading, validation and `pycrio config` all walk one table.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
 import os
 import pathlib
 import re
@@ -113,6 +115,19 @@ class ImageConfig:
 
 
 @dataclass
+class NetworkConfig:
+    """[pycrio.network]: the built-in pod network (a Linux bridge, one veth per pod, IPv4)."""
+
+    bridge: str = opt("pycrio0", "The host bridge pods are attached to (created when missing).")
+    subnet: str = opt("10.88.0.0/16", "IPv4 subnet pods get their addresses from (CIDR).")
+    gateway: str = opt(
+        "", "The bridge's address and the pods' default route.", derived="the first host address of subnet"
+    )
+    mtu: int = opt(1500, "MTU of the bridge and of every pod's eth0.")
+    masquerade: bool = opt(True, "Masquerade (SNAT) traffic from the subnet to destinations outside it.")
+
+
+@dataclass
 class Config:
     """[pycrio]: the whole configuration."""
 
@@ -124,6 +139,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def resolved(self) -> Config:
         """A copy with every derived ("") path filled in."""
@@ -132,7 +148,11 @@ class Config:
             api=dataclasses.replace(self.api),
             runtime=dataclasses.replace(self.runtime, runtimes=dict(self.runtime.runtimes)),
             image=dataclasses.replace(self.image),
+            network=dataclasses.replace(self.network),
         )
+        if not cfg.network.gateway:
+            with contextlib.suppress(ValueError):  # load() validated it; a hand-built Config may not be
+                cfg.network.gateway = str(next(ipaddress.IPv4Network(cfg.network.subnet).hosts()))
         cfg.api.listen = cfg.api.listen or os.path.join(cfg.runroot, "pycrio.sock")
         cfg.runtime.exits_dir = cfg.runtime.exits_dir or os.path.join(cfg.runroot, "exits")
         cfg.runtime.namespaces_dir = cfg.runtime.namespaces_dir or os.path.join(cfg.runroot, "ns")
@@ -293,11 +313,38 @@ def load(
 
 def _check_whole(cfg: Config, origin: dict[str, Any]) -> None:
     """Checks that span options, after every source applied; origin: where default_runtime was set."""
+    _check_network(cfg.network)
     if cfg.runtime.default_runtime not in cfg.runtime.runtimes:
         known = ", ".join(sorted(cfg.runtime.runtimes)) or "none"
         raise ConfigError(
             f"names no configured runtime handler (configured: {known})", key="pycrio.runtime.default_runtime", **origin
         )
+
+
+IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+def _check_network(net: NetworkConfig) -> None:
+    """[pycrio.network]: a valid bridge name, an IPv4 CIDR with room for pods, a gateway inside it."""
+    if not IFNAME.match(net.bridge) or net.bridge in (".", ".."):
+        raise ConfigError(
+            f"expected an interface name (1-15 of A-Za-z0-9_.-), got {net.bridge!r}", key="pycrio.network.bridge"
+        )
+    try:
+        subnet = ipaddress.IPv4Network(net.subnet, strict=True)
+    except ValueError as e:
+        raise ConfigError(f"expected an IPv4 CIDR like 10.88.0.0/16: {e}", key="pycrio.network.subnet") from e
+    if subnet.prefixlen > 30:
+        raise ConfigError(f"{net.subnet} is too small: a /30 or larger is needed", key="pycrio.network.subnet")
+    if net.gateway:
+        try:
+            gateway = ipaddress.IPv4Address(net.gateway)
+        except ValueError as e:
+            raise ConfigError(f"expected an IPv4 address: {e}", key="pycrio.network.gateway") from e
+        if gateway not in subnet or gateway in (subnet.network_address, subnet.broadcast_address):
+            raise ConfigError(f"{gateway} is not a host address of {subnet}", key="pycrio.network.gateway")
+    if not 68 <= net.mtu <= 65535:
+        raise ConfigError(f"expected an MTU between 68 and 65535, got {net.mtu}", key="pycrio.network.mtu")
 
 
 # ---------------------------------------------------------------- rendering

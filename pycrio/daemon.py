@@ -17,6 +17,7 @@ from pycrio.cri import api_pb2
 from pycrio.errors import FailedPrecondition
 from pycrio.image.images import Images
 from pycrio.lifecycle import Lifecycle
+from pycrio.network import BuiltinNetwork
 from pycrio.server.container_service import ContainerServicer
 from pycrio.server.image_service import ImageServicer
 from pycrio.server.pod_service import PodServicer
@@ -40,6 +41,7 @@ class Daemon:
         self.db: Database | None = None
         self.images: Images | None = None
         self.lifecycle: Lifecycle | None = None
+        self.network: BuiltinNetwork | None = None
         self.lock = listen.SocketLock(listen.socket_path(self.cfg.api.listen))
         self.stopped = asyncio.Event()
 
@@ -86,7 +88,12 @@ class Daemon:
             self.db = Database(os.path.join(self.cfg.root, "pycrio.db"))
             self.images = Images(self.cfg, self.db)
             self.images.recover()
-            self.lifecycle = Lifecycle(self.cfg, self.db, self.images)
+            self.network = BuiltinNetwork(self.cfg.network, self.db)
+            try:
+                await asyncio.to_thread(self.network.ensure_bridge)
+            except Exception as e:  # noqa: BLE001 - Status reports NetworkReady false with the reason
+                logger.error("pod network not ready: %s", e)
+            self.lifecycle = Lifecycle(self.cfg, self.db, self.images, self.network)
             self.images.images_in_use = self.lifecycle.store.image_in_use
             await self.lifecycle.start()
             listen.clear_stale(path)
@@ -122,6 +129,9 @@ class Daemon:
         if self.lifecycle is not None:
             self.lifecycle.close()
             self.lifecycle = None
+        if self.network is not None:
+            self.network.close()
+            self.network = None
         if self.images is not None:
             await self.images.close()
             self.images = None

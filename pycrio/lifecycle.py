@@ -21,6 +21,7 @@ from pycrio.errors import FailedPrecondition, InvalidArgument, NotFound
 from pycrio.exits import ExitWatcher
 from pycrio.image.images import Images
 from pycrio.monitor import ExitStatus
+from pycrio.network import BuiltinNetwork
 from pycrio.oci import OCIRuntime
 from pycrio.runtime_store import ContainerRecord, PodRecord, RuntimeStore
 from pycrio.sandbox import Sandbox, ctl_socket_path, pod_name
@@ -40,8 +41,9 @@ class ContainerEvent:
 
 
 class Lifecycle:
-    def __init__(self, cfg: Config, db: Database, images: Images):
+    def __init__(self, cfg: Config, db: Database, images: Images, network: BuiltinNetwork | None = None):
         self.cfg = cfg
+        self.network = network
         self.store = RuntimeStore(db)
         self.images = images
         self.runtime_facts = spec.RuntimeFacts.probe(cfg.runtime.default_capabilities, cfg.runtime.cgroup_manager)
@@ -50,6 +52,7 @@ class Lifecycle:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._exited: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._deleting: dict[str, asyncio.Task[None]] = {}  # runtime deletes started at exit
+        self._starting: dict[str, ContainerRecord | None] = {}  # in StartContainer: an exit seen meanwhile
         self.watcher = ExitWatcher(cfg.runtime.exits_dir, self._on_exit)
         self.subscribers: set[asyncio.Queue[ContainerEvent]] = set()
 
@@ -83,7 +86,7 @@ class Lifecycle:
         return self._runtimes[name]
 
     def sandbox_ops(self, handler: str) -> Sandbox:
-        return Sandbox(self.cfg, self.runtime(handler), self.runtime_facts)
+        return Sandbox(self.cfg, self.runtime(handler), self.runtime_facts, self.network)
 
     async def start(self) -> None:
         """Watch exit files, then reconcile the records with what survived the last daemon."""
@@ -91,6 +94,10 @@ class Lifecycle:
         await self.recover()
         self.watcher.scan()
         self._mark_vanished()
+        if self.network is not None:
+            pods = {p.id for p in self.store.pods()}
+            for pod_id in set(self.network.allocations()) - pods:
+                await asyncio.to_thread(self.network.teardown, pod_id)
 
     def _mark_vanished(self) -> None:
         """Containers whose process is gone without an exit file (a reboot, a killed monitor) exit now;
@@ -263,13 +270,19 @@ class Lifecycle:
                 raise FailedPrecondition(f"container {c.id[:12]} is {c.state}, not created")
             pod = self.find_pod(c.pod_id)
             started_ns = time.time_ns()  # before: a quick process may exit before `start` returns
-            await self.runtime(pod.runtime_handler).start(c.id)
+            self._starting[c.id] = None
+            try:
+                await self.runtime(pod.runtime_handler).start(c.id)
+            finally:
+                early_exit = self._starting.pop(c.id, None)
             c = self.find_container(c.id)
             if c.state == "created":  # the exit watcher may already have seen it finish
                 c.state = "running"
             c.started_ns = started_ns
             self.store.update_container(c)
             self._emit(api_pb2.CONTAINER_STARTED_EVENT, c)
+            if early_exit is not None:  # STOPPED after STARTED, even when the exit was seen first
+                self._emit(api_pb2.CONTAINER_STOPPED_EVENT, early_exit)
 
     async def stop_container(self, container_id: str, timeout: int) -> None:
         try:
@@ -350,7 +363,10 @@ class Lifecycle:
                 c.reason = "OOMKilled" if status.oom_killed else ("Completed" if status.exit_code == 0 else "Error")
                 self.store.update_container(c)
                 logger.info("container %s exited with %d (%s)", c.id[:12], c.exit_code, c.reason)
-                self._emit(api_pb2.CONTAINER_STOPPED_EVENT, c)
+                if c.id in self._starting:
+                    self._starting[c.id] = dataclasses.replace(c)  # emitted once StartContainer is done
+                else:
+                    self._emit(api_pb2.CONTAINER_STOPPED_EVENT, c)
             self._exited[c.id].set()
             if c.facts.get("created") and c.id not in self._deleting:
                 self._deleting[c.id] = asyncio.get_running_loop().create_task(self._delete_runtime_state(c.id))

@@ -23,6 +23,7 @@ from pycrio import native, procs, spec
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
+from pycrio.network import BuiltinNetwork
 from pycrio.oci import OCIRuntime
 from pycrio.paths import helper_binary
 from pycrio.spec_resources import cgroup_version, cgroups_path, oom_score_adj
@@ -66,10 +67,13 @@ def resolv_conf(dns: api_pb2.DNSConfig) -> str:
 class Sandbox:
     """Creates and tears down one pod's host-side resources; facts record what exists."""
 
-    def __init__(self, cfg: Config, runtime: OCIRuntime, runtime_facts: spec.RuntimeFacts):
+    def __init__(
+        self, cfg: Config, runtime: OCIRuntime, runtime_facts: spec.RuntimeFacts, network: BuiltinNetwork | None
+    ):
         self.cfg = cfg
         self.runtime = runtime
         self.runtime_facts = runtime_facts
+        self.network = network
 
     def dirs(self, pod_id: str) -> tuple[str, str]:
         return os.path.join(self.cfg.runroot, "pods", pod_id), os.path.join(self.cfg.runtime.namespaces_dir, pod_id)
@@ -124,6 +128,12 @@ class Sandbox:
                 )
                 facts.update({f"{kind}ns": path for kind, path in pins.items()})
             timings["namespaces"] = time.monotonic() - t
+            if not host_network and self.network is not None:
+                t = time.monotonic()
+                facts["network"] = True  # from here on, teardown releases the address
+                pod_net = await asyncio.to_thread(self.network.setup, pod_id, facts["netns"])
+                facts["ip"] = pod_net.ip
+                timings["network"] = time.monotonic() - t
             if pid_mode == api_pb2.POD:
                 t = time.monotonic()
                 await self._start_pause(pod_id, config, facts)
@@ -236,6 +246,13 @@ class Sandbox:
                 facts["shm_mounted"] = False
             except OSError as e:
                 errors.append(f"/dev/shm: {e}")
+        if facts.get("network") and self.network is not None:
+            try:
+                # The pair goes with the netns unpinned below: no veth delete on this path.
+                await asyncio.to_thread(self.network.teardown, pod_id, facts.get("netns"), not facts.get("netns"))
+                facts["network"] = False
+            except Exception as e:  # noqa: BLE001 - keep tearing down, report at the end
+                errors.append(f"network: {e}")
         for kind in ("net", "ipc", "uts"):
             pin = facts.get(f"{kind}ns")
             if pin:

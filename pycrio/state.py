@@ -72,6 +72,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX containers_by_pod ON containers(pod_id);
     """,
+    """
+    CREATE TABLE ip_allocations (
+        ip     TEXT PRIMARY KEY,    -- "10.88.0.7": the built-in network's IPAM (pycrio/network/ipam.py)
+        pod_id TEXT NOT NULL        -- no foreign key: the address is taken before the pod row commits
+    );
+    CREATE INDEX ip_allocations_by_pod ON ip_allocations(pod_id);
+    """,
 ]
 
 

@@ -226,8 +226,17 @@ def daemon_factory(tmpdir_short):
         if d.proc is not None and d.proc.poll() is None:
             d.stop(signal.SIGKILL)
         if d.proc is not None:
-            # Whatever the test left (a failure halfway): containers, mounts, pins go with wipe.
-            subprocess.run([sys.executable, "-m", "pycrio.cli", "wipe", *d.args()], capture_output=True, check=False)
+            # Whatever the test left (a failure halfway): containers, mounts, pins, the bridge go with
+            # wipe; with empty config files, since a test may have left a broken one.
+            empty = os.path.join(d.base, "wipe.conf")
+            os.makedirs(os.path.join(d.base, "wipe.conf.d"), exist_ok=True)
+            open(empty, "w").close()
+            flags = ["--config", empty, "--config-dir", os.path.join(d.base, "wipe.conf.d"), "--root", d.root]
+            subprocess.run(
+                [sys.executable, "-m", "pycrio.cli", "wipe", *flags, "--runroot", d.runroot],
+                capture_output=True,
+                check=False,
+            )
 
 
 @pytest.fixture

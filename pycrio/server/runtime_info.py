@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -50,17 +51,15 @@ class RuntimeInfoServicer:
                 return _condition("RuntimeReady", False, "StateDirUnusable", f"{path} is not a writable directory")
         return _condition("RuntimeReady", True)
 
+    async def _network_condition(self) -> api_pb2.RuntimeCondition:
+        network = self.daemon.network
+        if network is None:
+            return _condition("NetworkReady", False, "NetworkPluginNotReady", "the pod network is not set up")
+        ok, reason = await asyncio.to_thread(network.ready)  # netlink (pyroute2) blocks
+        return _condition("NetworkReady", ok, "NetworkPluginNotReady", reason)
+
     async def Status(self, request, context):
-        conditions = [
-            self._runtime_condition(),
-            # Pod networking comes with the network issue; until then pods get loopback only.
-            _condition(
-                "NetworkReady",
-                False,
-                "NetworkPluginNotReady",
-                "pycrio has no pod network yet: pods get a loopback interface only",
-            ),
-        ]
+        conditions = [self._runtime_condition(), await self._network_condition()]
         handlers = [api_pb2.RuntimeHandler(name="", features=api_pb2.RuntimeHandlerFeatures())]
         handlers += [
             api_pb2.RuntimeHandler(name=name, features=api_pb2.RuntimeHandlerFeatures())

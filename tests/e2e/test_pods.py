@@ -178,7 +178,7 @@ def test_pid_namespace_modes(node):
     seen = node.exec(host, ["ls", "/sys/class/net"]).stdout.decode().split()
     assert sorted(seen) == host_links
     pod_links = node.exec(shared, ["ls", "/sys/class/net"]).stdout.decode().split()
-    assert pod_links == ["lo"]
+    assert pod_links == ["eth0", "lo"]
 
 
 def test_dns_and_hostname(node):

@@ -173,7 +173,7 @@ def test_status_of_running_daemon(daemon):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"pycrio {pycrio.__version__} (CRI v1) on {daemon.socket}\n")
     assert re.search(rf"^\s+RuntimeReady\s+{str(ready).lower()}\b", result.stdout, re.M), result.stdout
-    assert re.search(r"^\s+NetworkReady\s+false\s+NetworkPluginNotReady", result.stdout, re.M), result.stdout
+    assert re.search(r"^\s+NetworkReady\s+true", result.stdout, re.M), result.stdout
     assert re.search(r"runtime handlers: .*\brunc\b", result.stdout), result.stdout
 
     result = pycrio_cmd("status", "--json", *daemon.args())

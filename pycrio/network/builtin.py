@@ -1,0 +1,214 @@
+"""The built-in pod network: bridge, per-pod veth (pod end created inside the pod's netns), IPAM.
+
+Every method is synchronous and blocking (netlink, sqlite, `nft`) and thread-safe: the
+daemon calls them with `asyncio.to_thread` / `run_in_executor`. No thread of the daemon ever
+changes namespace: the pod end of the veth is created directly in the pod's netns
+(IFLA_NET_NS_FD on the peer), and the netlink socket that configures it inside is made by
+pyroute2 in a short-lived forked child (setns + socket, passed back over SCM_RIGHTS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import hashlib
+import ipaddress
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from pycrio import native
+from pycrio.config import NetworkConfig
+from pycrio.errors import InvalidArgument, NotFound
+from pycrio.network import nft
+from pycrio.network.ipam import Ipam
+from pycrio.state import Database
+
+logger = logging.getLogger("pycrio.network")
+
+POD_IFNAME = "eth0"
+NSFS_MAGIC = 0x6E736673
+IFF_UP = 0x1
+
+
+def host_veth_name(pod_id: str) -> str:
+    """The host end of a pod's veth: "veth" + 8 hex of sha256(pod id), stable across restarts."""
+    return "veth" + hashlib.sha256(pod_id.encode()).hexdigest()[:8]
+
+
+@dataclass
+class PodNetwork:
+    """What setup() gave a pod: its eth0 address, prefix and gateway, and the host end of its veth."""
+
+    ip: str
+    prefix: int
+    gateway: str
+    host_veth: str
+    interface: str = POD_IFNAME
+
+
+class BuiltinNetwork:
+    """The pyroute2 driver of the built-in network; see the module docstring for threading."""
+
+    def __init__(self, cfg: NetworkConfig, db: Database):
+        self.cfg = cfg
+        self.subnet = ipaddress.IPv4Network(cfg.subnet, strict=True)
+        self.gateway = ipaddress.IPv4Address(cfg.gateway) if cfg.gateway else next(self.subnet.hosts())
+        self.ipam = Ipam(db, self.subnet, self.gateway)
+
+    def close(self) -> None:
+        self.ipam.close()
+
+    # ------------------------------------------------------------ the bridge
+
+    def ensure_bridge(self) -> None:
+        """Bridge present, up, MTU, gateway/prefix on it; ip_forward=1; the masquerade rule. Idempotent."""
+        br = self.cfg.bridge
+        with IPRoute() as ipr:
+            if not ipr.link_lookup(ifname=br):
+                with contextlib.suppress(FileExistsError):  # another caller made it meanwhile
+                    _nl(ipr.link, "add", ifname=br, kind="bridge", mtu=self.cfg.mtu)
+                logger.info("created bridge %s", br)
+            index = ipr.link_lookup(ifname=br)[0]
+            kind = ipr.get_links(index)[0].get(("linkinfo", "kind"))
+            if kind != "bridge":
+                raise InvalidArgument(f"network: {br} exists and is a {kind or 'non-bridge'} link, not a bridge")
+            _nl(ipr.link, "set", index=index, mtu=self.cfg.mtu, state="up")
+            with contextlib.suppress(FileExistsError):
+                _nl(ipr.addr, "add", index=index, address=str(self.gateway), prefixlen=self.subnet.prefixlen)
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+            f.write("1")
+        if self.cfg.masquerade:
+            nft.ensure_masquerade(br, self.subnet)
+        else:
+            nft.remove_masquerade(br)
+
+    def remove_bridge(self) -> None:
+        """Delete the bridge and its masquerade chain (wipe, tests); missing is fine."""
+        remove_bridge(self.cfg.bridge)
+
+    def ready(self) -> tuple[bool, str]:
+        """(True, "") when the bridge exists and is administratively up; else (False, why)."""
+        try:
+            with IPRoute() as ipr:
+                found = ipr.link_lookup(ifname=self.cfg.bridge)
+                if not found:
+                    return False, f"bridge {self.cfg.bridge} does not exist"
+                if not ipr.get_links(found[0])[0]["flags"] & IFF_UP:
+                    return False, f"bridge {self.cfg.bridge} is down"
+        except (OSError, NetlinkError) as e:
+            return False, f"bridge {self.cfg.bridge}: {e}"
+        return True, ""
+
+    # ------------------------------------------------------------ pods
+
+    def setup(self, pod_id: str, netns_path: str) -> PodNetwork:
+        """Give the pod in netns_path an address and an eth0 on the bridge; on failure undo it all.
+
+        Raises NotFound when netns_path is missing or not a namespace pin, the bridge is
+        missing (ensure_bridge() not called), ResourceExhausted when the subnet is full.
+        """
+        host = host_veth_name(pod_id)
+        with contextlib.ExitStack() as undo:
+            fd = _open_netns(pod_id, netns_path)
+            undo.callback(os.close, fd)
+            with IPRoute() as ipr:
+                bridge = ipr.link_lookup(ifname=self.cfg.bridge)
+                if not bridge:
+                    raise NotFound(f"network: bridge {self.cfg.bridge} does not exist (ensure_bridge not run)")
+                rollback = undo.enter_context(contextlib.ExitStack())
+                ip = self.ipam.allocate(pod_id)
+                rollback.callback(self.ipam.release, pod_id)
+                try:
+                    _nl(
+                        ipr.link,
+                        "add",
+                        ifname=host,
+                        kind="veth",
+                        mtu=self.cfg.mtu,
+                        master=bridge[0],
+                        peer={"ifname": POD_IFNAME, "net_ns_fd": fd, "mtu": self.cfg.mtu},
+                    )
+                except FileExistsError as e:
+                    raise InvalidArgument(f"network: pod {pod_id}: link {host} already exists") from e
+                rollback.callback(_delete_link, host)
+                with open(f"/sys/class/net/{host}/brport/hairpin_mode", "w") as f:
+                    f.write("1")
+                _nl(ipr.link, "set", ifname=host, state="up")
+            _configure_inside(netns_path, ip, self.subnet.prefixlen, self.gateway)
+            rollback.pop_all()  # success: keep the veth and the address
+        return PodNetwork(ip=str(ip), prefix=self.subnet.prefixlen, gateway=str(self.gateway), host_veth=host)
+
+    def teardown(self, pod_id: str, netns_path: str | None = None, delete_veth: bool = True) -> None:
+        """Delete the pod's host veth (its eth0 goes with it) and release its address. Idempotent.
+
+        netns_path is not needed (the host end is found by name) and may be missing. With
+        delete_veth False the caller is about to drop the pod's netns, which takes the pair
+        with it far more cheaply than a veth delete (about 20 ms under rtnl here).
+        """
+        if delete_veth:
+            _delete_link(host_veth_name(pod_id))
+        self.ipam.release(pod_id)
+
+    def allocations(self) -> dict[str, str]:
+        """pod_id -> IPv4 address, as recorded (for recovery after a restart)."""
+        return self.ipam.allocations()
+
+
+def _configure_inside(netns_path: str, ip, prefixlen: int, gateway) -> None:  # type: ignore[no-untyped-def]
+    """Address, link up and default route for eth0 inside the pod's netns, by `nsenter ... ip -batch`.
+
+    Not pyroute2's IPRoute(netns=...): it forks the daemon, and the forked child shares the
+    daemon's signal wakeup socket, so a signal to the child reads as one to the daemon.
+    exec'ing a program resets all of that.
+    """
+    commands = (
+        f"addr add {ip}/{prefixlen} dev {POD_IFNAME}\nlink set {POD_IFNAME} up\nroute add default via {gateway}\n"
+    )
+    done = subprocess.run(
+        ["nsenter", f"--net={netns_path}", "ip", "-batch", "-"], input=commands.encode(), capture_output=True
+    )
+    if done.returncode != 0:
+        raise OSError(errno.EIO, f"network: configuring {POD_IFNAME} in {netns_path}: {done.stderr.decode().strip()}")
+
+
+def remove_bridge(bridge: str) -> None:
+    """Delete bridge and its masquerade chain; missing is fine (pycrio wipe needs no database for it)."""
+    with IPRoute() as ipr:
+        for index in ipr.link_lookup(ifname=bridge):
+            with contextlib.suppress(FileNotFoundError, LookupError):
+                _nl(ipr.link, "del", index=index)
+    nft.remove_masquerade(bridge)
+
+
+def _open_netns(pod_id: str, path: str) -> int:
+    """An O_RDONLY fd of the namespace pin at path; NotFound when it is no netns."""
+    try:
+        if native.fs_type(path) != NSFS_MAGIC:
+            raise NotFound(f"network: pod {pod_id}: {path} is not a network namespace pin")
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        raise NotFound(f"network: pod {pod_id}: network namespace {path} does not exist") from e
+
+
+def _delete_link(name: str) -> None:
+    """Delete the link called name in the host netns; a missing one is fine."""
+    with IPRoute() as ipr, contextlib.suppress(FileNotFoundError, LookupError):
+        _nl(ipr.link, "del", ifname=name)
+
+
+def _nl(call, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """A pyroute2 call whose NetlinkError becomes the OSError subclass of its errno (ENODEV: LookupError)."""
+    try:
+        return call(*args, **kwargs)
+    except NetlinkError as e:
+        inner = call.args[0] if isinstance(call, functools.partial) and call.args else call  # pyroute2 wraps
+        what = f"netlink {getattr(inner, '__name__', 'call')} {' '.join(map(str, args))} {kwargs.get('ifname', '')}"
+        if e.code == errno.ENODEV:
+            raise LookupError(f"{what.strip()}: no such device") from e
+        raise OSError(e.code, f"{what.strip()}: {os.strerror(e.code)}") from e

@@ -1,0 +1,89 @@
+"""IPv4 address management for the built-in network: the ip_allocations table, one address per pod.
+
+Thread-safe: one sqlite connection of its own (the daemon's Database connection belongs to
+the event loop's thread) behind a lock; every change is one BEGIN IMMEDIATE transaction, so
+two daemons or a crash never hand out an address twice.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sqlite3
+import threading
+
+from pycrio.errors import ResourceExhausted
+from pycrio.state import Database
+
+
+class Ipam:
+    """Addresses of subnet for pods: never the network, broadcast or gateway address, never twice."""
+
+    def __init__(self, db: Database, subnet: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address):
+        self.subnet, self.gateway = subnet, gateway
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(db.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._first, self._last = int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1
+        self._cursor: int | None = None  # the last address handed out by this instance
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def allocate(self, pod_id: str) -> ipaddress.IPv4Address:
+        """The pod's address: its existing one, or the next free after the last handed out (round robin).
+
+        Raises ResourceExhausted when every address of the subnet is taken.
+        """
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                ip = self._allocate_locked(pod_id)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            return ip
+
+    def _allocate_locked(self, pod_id: str) -> ipaddress.IPv4Address:
+        taken: set[int] = set()
+        for text, owner in self._conn.execute("SELECT ip, pod_id FROM ip_allocations"):
+            addr = ipaddress.IPv4Address(text)
+            if addr in self.subnet:
+                if owner == pod_id:
+                    return addr
+                taken.add(int(addr))
+        taken.add(int(self.gateway))
+        if self._cursor is None:  # after a restart: continue after the newest allocation
+            row = self._conn.execute("SELECT ip FROM ip_allocations ORDER BY rowid DESC LIMIT 1").fetchone()
+            if row is not None and ipaddress.IPv4Address(row[0]) in self.subnet:
+                self._cursor = int(ipaddress.IPv4Address(row[0]))
+        start = self._first if self._cursor is None else self._cursor + 1
+        size = self._last - self._first + 1
+        for step in range(size):
+            candidate = self._first + (start - self._first + step) % size
+            if candidate not in taken:
+                addr = ipaddress.IPv4Address(candidate)
+                self._conn.execute("INSERT INTO ip_allocations (ip, pod_id) VALUES (?, ?)", (str(addr), pod_id))
+                self._cursor = candidate
+                return addr
+        raise ResourceExhausted(f"no free IPv4 address left in {self.subnet} ({len(taken) - 1} pods hold one)")
+
+    def release(self, pod_id: str) -> list[str]:
+        """Free every address the pod holds; the addresses freed (none: already released)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._conn.execute("SELECT ip FROM ip_allocations WHERE pod_id = ?", (pod_id,)).fetchall()
+                self._conn.execute("DELETE FROM ip_allocations WHERE pod_id = ?", (pod_id,))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        return [r[0] for r in rows]
+
+    def allocations(self) -> dict[str, str]:
+        """pod_id -> address, for every allocation (in this subnet or not)."""
+        with self._lock:
+            return {pod: ip for ip, pod in self._conn.execute("SELECT ip, pod_id FROM ip_allocations")}
