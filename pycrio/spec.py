@@ -20,9 +20,9 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycrio import caps
+from pycrio import caps, seccomp
 from pycrio.cri import api_pb2
-from pycrio.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from pycrio.errors import FailedPrecondition, InvalidArgument
 from pycrio.spec_devices import cri_devices, default_device_rules
 from pycrio.spec_mounts import (
     DEFAULT_MASKED_PATHS,
@@ -246,13 +246,30 @@ def process_capabilities(sc: api_pb2.LinuxContainerSecurityContext, runtime: Run
     }
 
 
-def _check_seccomp(sc: api_pb2.LinuxContainerSecurityContext) -> None:
-    """Unconfined and RuntimeDefault are accepted; neither emits a seccomp section yet: the default
-    profile arrives with issue 7, until then RuntimeDefault runs unfiltered. Localhost is refused."""
-    if sc.HasField("seccomp") and sc.seccomp.profile_type == api_pb2.SecurityProfile.Localhost:
-        raise Unimplemented(f"seccomp profile Localhost {sc.seccomp.localhost_ref!r}: not supported by pycrio yet")
-    if sc.seccomp_profile_path.startswith("localhost/"):
-        raise Unimplemented(f"seccomp profile {sc.seccomp_profile_path!r}: not supported by pycrio yet")
+def _seccomp(sc: api_pb2.LinuxContainerSecurityContext, effective_caps: list[str]) -> dict[str, Any] | None:
+    """The linux.seccomp section: None when unconfined (or privileged: the profile is ignored).
+
+    The `seccomp` field wins over the deprecated `seccomp_profile_path`; an unset field
+    and an empty path mean unconfined, as the CRI says."""
+    if sc.privileged:
+        return None
+    if sc.HasField("seccomp"):
+        kind, ref = sc.seccomp.profile_type, sc.seccomp.localhost_ref
+        if kind == api_pb2.SecurityProfile.RuntimeDefault:
+            return seccomp.default_profile(effective_caps)
+        if kind == api_pb2.SecurityProfile.Unconfined:
+            return None
+        if kind == api_pb2.SecurityProfile.Localhost:
+            return seccomp.read_localhost_profile(ref, effective_caps)
+        raise InvalidArgument(f"seccomp profile type {kind}: unknown")
+    path = sc.seccomp_profile_path
+    if path in ("", "unconfined"):
+        return None
+    if path in ("runtime/default", "docker/default"):
+        return seccomp.default_profile(effective_caps)
+    if path.startswith("localhost/"):
+        return seccomp.read_localhost_profile(path[len("localhost/") :], effective_caps)
+    raise InvalidArgument(f"seccomp profile {path!r}: unknown (runtime/default, unconfined or localhost/<path>)")
 
 
 # ---------------------------------------------------------------- namespaces and sysctls
@@ -318,7 +335,6 @@ def container_spec(
         raise InvalidArgument("a privileged container needs a privileged pod (the pod's security context)")
     if not posixpath.isabs(image.rootfs):
         raise InvalidArgument(f"rootfs {image.rootfs!r}: must be an absolute path")
-    _check_seccomp(sc)
 
     process = _process_base(
         process_args(config, image.config),
@@ -328,6 +344,7 @@ def container_spec(
     )
     process["terminal"] = config.tty
     process["capabilities"] = process_capabilities(sc, runtime)
+    seccomp_section = _seccomp(sc, process["capabilities"]["effective"])
     process["noNewPrivileges"] = sc.no_new_privs
     process["oomScoreAdj"] = oom_score_adj(res.oom_score_adj, runtime.daemon_oom_score_adj)
 
@@ -358,6 +375,8 @@ def container_spec(
     }
     if rootfs_propagation:
         linux["rootfsPropagation"] = rootfs_propagation
+    if seccomp_section is not None:
+        linux["seccomp"] = seccomp_section
 
     annotations = dict(config.annotations)
     annotations.update(

@@ -176,8 +176,11 @@ def _check_linux(linux: dict[str, Any]) -> None:
             "rootfsPropagation",
             "uidMappings",
             "gidMappings",
+            "seccomp",
         },
     )
+    if "seccomp" in linux:
+        check_seccomp_shape(linux["seccomp"])
     kinds = [ns["type"] for ns in linux.get("namespaces", [])]
     assert len(kinds) == len(set(kinds)), f"duplicated namespaces: {kinds}"
     for ns in linux.get("namespaces", []):
@@ -204,6 +207,29 @@ def _check_linux(linux: dict[str, Any]) -> None:
     if "rootfsPropagation" in linux:
         assert linux["rootfsPropagation"] in _PROPAGATION, linux["rootfsPropagation"]
     _check_resources(linux.get("resources", {}))
+
+
+def check_seccomp_shape(sc: dict[str, Any]) -> None:
+    """linux.seccomp as the OCI runtime spec (config-linux.md "Seccomp") describes it."""
+    _only(sc, "linux.seccomp", {"defaultAction", "defaultErrnoRet", "architectures", "flags", "syscalls"})
+    assert isinstance(sc["defaultAction"], str) and sc["defaultAction"].startswith("SCMP_ACT_")
+    if "defaultErrnoRet" in sc:
+        _int(sc["defaultErrnoRet"], "linux.seccomp.defaultErrnoRet", _UINT32)
+    for arch in sc.get("architectures", []):
+        assert isinstance(arch, str) and arch.startswith("SCMP_ARCH_"), arch
+    _strs(sc.get("flags", []), "linux.seccomp.flags")
+    for rule in sc.get("syscalls", []):
+        _only(rule, "linux.seccomp.syscalls[]", {"names", "action", "errnoRet", "args"})
+        assert rule["names"] and all(isinstance(n, str) and n for n in rule["names"])
+        assert isinstance(rule["action"], str) and rule["action"].startswith("SCMP_ACT_")
+        if "errnoRet" in rule:
+            _int(rule["errnoRet"], "linux.seccomp.syscalls[].errnoRet", _UINT32)
+        for arg in rule.get("args", []):
+            _only(arg, "linux.seccomp.syscalls[].args[]", {"index", "value", "valueTwo", "op"})
+            assert 0 <= arg["index"] <= 5
+            assert isinstance(arg["value"], int) and 0 <= arg["value"] < 1 << 64
+            assert isinstance(arg.get("valueTwo", 0), int) and 0 <= arg.get("valueTwo", 0) < 1 << 64
+            assert arg["op"].startswith("SCMP_CMP_")
 
 
 def _check_resources(r: dict[str, Any]) -> None:

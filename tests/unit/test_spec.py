@@ -6,7 +6,7 @@ import pytest
 
 from pycrio import caps, spec
 from pycrio.cri import api_pb2
-from pycrio.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from pycrio.errors import FailedPrecondition, InvalidArgument
 from tests.support.spec_facts import (
     DAEMON_CAPS,
     check_oci_shape,
@@ -381,26 +381,93 @@ def test_annotations_copied_and_identifying_keys_added(rootfs):
 # ---------------------------------------------------------------- security profiles, masked paths
 
 
-@pytest.mark.parametrize(
-    "profile",
-    [api_pb2.SecurityProfile.RuntimeDefault, api_pb2.SecurityProfile.Unconfined],
-)
-def test_seccomp_runtime_default_and_unconfined_are_accepted_without_a_filter(rootfs, profile):
+def test_seccomp_runtime_default_gets_pycrio_profile(rootfs):
     config = container_config()
-    config.linux.security_context.seccomp.profile_type = profile
-    out = build(rootfs, config)
-    assert "seccomp" not in out["linux"]
+    config.linux.security_context.seccomp.profile_type = api_pb2.SecurityProfile.RuntimeDefault
+    sc = build(rootfs, config)["linux"]["seccomp"]
+    assert sc["defaultAction"] == "SCMP_ACT_ERRNO" and sc["defaultErrnoRet"] == 1
+    allowed = {n for r in sc["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" and "args" not in r for n in r["names"]}
+    assert "read" in allowed and "mount" not in allowed and "sethostname" not in allowed
 
 
-def test_seccomp_localhost_is_not_implemented(rootfs):
+@pytest.mark.parametrize("path", ["runtime/default", "docker/default"])
+def test_seccomp_legacy_default_paths(rootfs, path):
+    config = container_config()
+    config.linux.security_context.seccomp_profile_path = path
+    assert build(rootfs, config)["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+
+
+@pytest.mark.parametrize("path", ["", "unconfined"])
+def test_seccomp_unconfined_or_unset_means_no_filter(rootfs, path):
+    config = container_config()
+    config.linux.security_context.seccomp_profile_path = path
+    assert "seccomp" not in build(rootfs, config)["linux"]
+    config = container_config()
+    config.linux.security_context.seccomp.profile_type = api_pb2.SecurityProfile.Unconfined
+    assert "seccomp" not in build(rootfs, config)["linux"]
+
+
+def test_seccomp_field_wins_over_the_legacy_path(rootfs):
+    config = container_config()
+    config.linux.security_context.seccomp.profile_type = api_pb2.SecurityProfile.Unconfined
+    config.linux.security_context.seccomp_profile_path = "runtime/default"
+    assert "seccomp" not in build(rootfs, config)["linux"]
+
+
+def test_seccomp_default_opens_sys_admin_calls_only_with_sys_admin(rootfs):
+    config = container_config()
+    config.linux.security_context.seccomp.profile_type = api_pb2.SecurityProfile.RuntimeDefault
+    config.linux.security_context.capabilities.add_capabilities.append("SYS_ADMIN")
+    sc = build(rootfs, config)["linux"]["seccomp"]
+    allowed = {n for r in sc["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" and "args" not in r for n in r["names"]}
+    assert {"mount", "umount2", "sethostname", "unshare", "setns", "clone"} <= allowed
+
+
+def test_seccomp_privileged_container_ignores_the_profile(rootfs, tmp_path):
+    profile = tmp_path / "p.json"
+    profile.write_text(
+        '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO"}]}'
+    )
+    for kind in (api_pb2.SecurityProfile.RuntimeDefault, api_pb2.SecurityProfile.Localhost):
+        config = container_config()
+        config.linux.security_context.privileged = True
+        config.linux.security_context.seccomp.profile_type = kind
+        config.linux.security_context.seccomp.localhost_ref = str(profile)
+        out = build(rootfs, config, sandbox=sandbox_facts(privileged=True))
+        assert "seccomp" not in out["linux"]
+
+
+def test_seccomp_localhost_profile_is_read(rootfs, tmp_path):
+    profile = tmp_path / "p.json"
+    rule = '{"names": ["chmod", "fchmodat"], "action": "SCMP_ACT_ERRNO"}'
+    profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [' + rule + "]}")
     config = container_config()
     config.linux.security_context.seccomp.profile_type = api_pb2.SecurityProfile.Localhost
-    config.linux.security_context.seccomp.localhost_ref = "/var/lib/kubelet/seccomp/p.json"
-    with pytest.raises(Unimplemented, match="Localhost"):
+    config.linux.security_context.seccomp.localhost_ref = str(profile)
+    expected = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["chmod", "fchmodat"], "action": "SCMP_ACT_ERRNO"}],
+    }
+    assert build(rootfs, config)["linux"]["seccomp"] == expected
+    config = container_config()
+    config.linux.security_context.seccomp_profile_path = f"localhost/{profile}"
+    assert build(rootfs, config)["linux"]["seccomp"] == expected
+
+
+def test_seccomp_localhost_errors(rootfs, tmp_path):
+    missing = str(tmp_path / "missing.json")
+    config = container_config()
+    config.linux.security_context.seccomp.profile_type = api_pb2.SecurityProfile.Localhost
+    config.linux.security_context.seccomp.localhost_ref = missing
+    with pytest.raises(InvalidArgument, match="missing.json"):
         build(rootfs, config)
     config = container_config()
     config.linux.security_context.seccomp_profile_path = "localhost/p.json"
-    with pytest.raises(Unimplemented, match="localhost/p.json"):
+    with pytest.raises(InvalidArgument, match="absolute"):
+        build(rootfs, config)
+    config = container_config()
+    config.linux.security_context.seccomp_profile_path = "bogus"
+    with pytest.raises(InvalidArgument, match="bogus"):
         build(rootfs, config)
 
 
