@@ -59,7 +59,7 @@ FUZZ_LIBS = -lz -lzstd -lcrypto $(shell printf '\#include <isa-l.h>\n' | $(FUZZ_
 fuzz: $(STAMP) ## fuzz the layer extractor with libFuzzer for FUZZ_SECONDS (needs clang, libclang-rt-14-dev)
 	mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/crashes
 	$(FUZZ_CC) -std=gnu11 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icsrc \
-	-o $(FUZZ_DIR)/fuzz_extract csrc/fuzz/fuzz_extract.c csrc/err.c csrc/extract*.c $(FUZZ_LIBS)
+	-o $(FUZZ_DIR)/fuzz_extract csrc/fuzz/fuzz_extract.c csrc/err.c csrc/fdio.c csrc/extract*.c $(FUZZ_LIBS)
 	$(PY) -m tests.support.fuzz_seeds $(FUZZ_DIR)/corpus
 	$(FUZZ_DIR)/fuzz_extract -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 -rss_limit_mb=2048 \
 	-dict=csrc/fuzz/tar.dict -artifact_prefix=$(FUZZ_DIR)/crashes/ -print_final_stats=1 $(FUZZ_DIR)/corpus

@@ -22,6 +22,7 @@ CDEF_HEADERS = ["err.h", "fs.h", "extract.h", "ns.h", "mount.h", "inotify.h", "p
 # C files linked into the extension module.
 EXTENSION_SOURCES = [
     "err.c",
+    "fdio.c",
     "fs.c",
     "extract.c",
     "extract_stream.c",

@@ -21,6 +21,7 @@
 #include "internal/cleanup.h"
 #include "internal/err_set.h"
 #include "internal/extract.h"
+#include "internal/fdio.h"
 
 #define REMOVE_DEPTH_MAX 2048
 
@@ -152,7 +153,7 @@ static int write_data(struct xctx *c, int fd)
         if (got == 0)
             return xfail(c, EIO, "read", "truncated tar stream in file data (%llu bytes missing)",
                          c->data_left);
-        rc = xwrite_all(fd, p, (size_t)got);
+        rc = pycrio_write_all(fd, p, (size_t)got);
         if (rc < 0)
             return xfail_sys(c, -rc, "write", "writing file data");
         xstream_consume(&c->s, (size_t)got);

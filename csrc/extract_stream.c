@@ -15,22 +15,7 @@
 
 #include "internal/err_set.h"
 #include "internal/extract.h"
-
-int xwrite_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
+#include "internal/fdio.h"
 
 int xstream_fill_input(struct xctx *c)
 {
@@ -58,7 +43,7 @@ int xstream_fill_input(struct xctx *c)
     if (EVP_DigestUpdate(s->in_sha, s->inbuf + s->in_end, (size_t)n) != 1)
         return xfail(c, EIO, "sha256", "hashing the layer failed");
     if (s->tee_fd >= 0) {
-        int rc = xwrite_all(s->tee_fd, s->inbuf + s->in_end, (size_t)n);
+        int rc = pycrio_write_all(s->tee_fd, s->inbuf + s->in_end, (size_t)n);
 
         if (rc < 0)
             return xfail_sys(c, -rc, "write", "writing the layer to tee_fd");

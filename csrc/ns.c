@@ -20,6 +20,7 @@
 
 #include "internal/cleanup.h"
 #include "internal/err_set.h"
+#include "internal/fdio.h"
 #include "include/ns.h"
 
 #define KNOWN_KINDS (PYCRIO_NS_NET | PYCRIO_NS_IPC | PYCRIO_NS_UTS)
@@ -237,25 +238,6 @@ static __attribute__((noreturn)) void child_exit(const struct plan *p, int step,
     _exit(step == CHILD_OK ? 0 : 1);
 }
 
-static int child_write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        if (n == 0) {
-            errno = EIO;
-            return -1;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int child_lo_up(const struct plan *p, int *step)
 {
     struct ifreq ifr = p->lo;
@@ -285,9 +267,7 @@ static __attribute__((noreturn)) void child_main(const struct plan *p)
     int step;
 
     /* Drop every inherited descriptor but ours: the daemon's, and other pins' socketpairs. */
-    if (p->sock > 3)
-        syscall(SYS_close_range, 3, p->sock - 1, 0);
-    syscall(SYS_close_range, p->sock + 1, ~0U, 0);
+    pycrio_close_fds_except(&p->sock, 1);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != p->parent_pid)
         _exit(1);
@@ -303,7 +283,7 @@ static __attribute__((noreturn)) void child_main(const struct plan *p)
 
         if (fd < 0)
             child_exit(p, CHILD_SYSCTL_OPEN, errno, (int)i);
-        if (child_write_all(fd, e->value, e->value_len) < 0)
+        if (pycrio_write_all(fd, e->value, e->value_len) < 0)
             child_exit(p, CHILD_SYSCTL_WRITE, errno, (int)i);
         close(fd);
     }

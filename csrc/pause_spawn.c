@@ -16,6 +16,7 @@
 
 #include "internal/cleanup.h"
 #include "internal/err_set.h"
+#include "internal/fdio.h"
 #include "include/pause_spawn.h"
 
 #define NNS 3
@@ -129,46 +130,6 @@ static __attribute__((noreturn)) void child_fail(const struct plan *p, int step)
     child_fail_at(p, step, 0);
 }
 
-/* Close every descriptor but the few listed (all >= 3, any order). */
-static void close_all_but(const int *keep, int n)
-{
-    unsigned int next = 3;
-
-    for (;;) {
-        int lowest = -1;
-
-        for (int i = 0; i < n; i++)
-            if (keep[i] >= (int)next && (lowest < 0 || keep[i] < lowest))
-                lowest = keep[i];
-        if (lowest < 0) {
-            syscall(SYS_close_range, next, ~0U, 0);
-            return;
-        }
-        if ((unsigned int)lowest > next)
-            syscall(SYS_close_range, next, (unsigned int)lowest - 1, 0);
-        next = (unsigned int)lowest + 1;
-    }
-}
-
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        if (n == 0) {
-            errno = EIO;
-            return -1;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* The pause, PID 1 of the new PID namespace: isolate, drop everything, exec. */
 static __attribute__((noreturn)) void pause_main(const struct plan *p)
 {
@@ -179,7 +140,7 @@ static __attribute__((noreturn)) void pause_main(const struct plan *p)
     sigset_t none;
     int fd;
 
-    close_all_but(keep, 3);
+    pycrio_close_fds_except(keep, 3);
     memset(&dfl, 0, sizeof(dfl));
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < _NSIG; sig++)
@@ -193,7 +154,7 @@ static __attribute__((noreturn)) void pause_main(const struct plan *p)
     fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         child_fail(p, STEP_OOM_OPEN);
-    if (write_all(fd, p->oom, p->oom_len) < 0)
+    if (pycrio_write_all(fd, p->oom, p->oom_len) < 0)
         child_fail(p, STEP_OOM_WRITE);
     close(fd);
     /* "0": this very thread, which the kernel moves without the global threadgroup lock (a
@@ -202,7 +163,7 @@ static __attribute__((noreturn)) void pause_main(const struct plan *p)
         fd = open(p->cgroup_files[i], O_WRONLY | O_CLOEXEC);
         if (fd < 0)
             child_fail_at(p, STEP_CGROUP_OPEN, i);
-        if (write_all(fd, "0", 1) < 0)
+        if (pycrio_write_all(fd, "0", 1) < 0)
             child_fail_at(p, STEP_CGROUP_WRITE, i);
         close(fd);
     }
@@ -247,7 +208,7 @@ static __attribute__((noreturn)) void intermediate_main(const struct plan *p)
     int keep[NNS + 3] = {p->sock, p->exec_fd, p->devnull, p->ns_fds[0], p->ns_fds[1], p->ns_fds[2]};
     long pid;
 
-    close_all_but(keep, NNS + 3); /* -1 entries are ignored */
+    pycrio_close_fds_except(keep, NNS + 3); /* -1 entries are ignored */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != p->parent_pid)
         _exit(1);

@@ -127,8 +127,6 @@ int xfail(struct xctx *c, int errnum, const char *step, const char *fmt, ...)
 int xfail_sys(struct xctx *c, int errnum, const char *step, const char *what);
 
 /* ---- extract_stream.c ---- */
-/* write(2) all of p (EINTR, short writes); 0 or -errno. */
-int xwrite_all(int fd, const unsigned char *p, size_t n);
 int xstream_open(struct xctx *c, int in_fd, int tee_fd, int compression, bool no_isal);
 void xstream_close(struct xstream *s);
 /* Read more of in_fd into inbuf (hash, tee); returns bytes read, 0 at EOF, or -errno. */
