@@ -406,10 +406,10 @@ class Lifecycle:
                 logger.warning("pod %s was being created when the daemon stopped: removing it", pod.id[:12])
                 ops = self.sandbox_ops(pod.runtime_handler)
                 pod_dir, ns_dir = ops.dirs(pod.id)
-                facts: dict[str, Any] = {"dir": pod_dir, "ns_dir": ns_dir, "pause_created": True,
+                # The pause is found through its record (pause.json) beside the pod's files.
+                facts: dict[str, Any] = {"dir": pod_dir, "ns_dir": ns_dir,
                                          "shm_mounted": os.path.isdir(os.path.join(pod_dir, "shm")),
-                                         "shm_path": os.path.join(pod_dir, "shm"),
-                                         "pause_bind": os.path.join(pod_dir, "pause", "rootfs", "pause")}  # fmt: skip
+                                         "shm_path": os.path.join(pod_dir, "shm")}  # fmt: skip
                 for kind in ("net", "ipc", "uts"):
                     facts[f"{kind}ns"] = os.path.join(ns_dir, kind)
                 with contextlib.suppress(Exception):

@@ -211,7 +211,7 @@ class Sandbox:
                 os.unlink(os.path.join(facts["dir"], PAUSE_RECORD))
 
     async def teardown(self, pod_id: str, facts: dict[str, Any]) -> None:
-        """Stop the pause (direct, or runc for older pods), unmount /dev/shm, unpin namespaces; safe to repeat."""
+        """Stop the pause, unmount /dev/shm, unpin namespaces; safe to repeat."""
         errors: list[str] = []
         _read_pause_record(facts)
         if facts.get("pause_direct"):
@@ -219,27 +219,6 @@ class Sandbox:
                 await self._stop_pause(facts)
             except Exception as e:  # noqa: BLE001 - keep tearing down, report at the end
                 errors.append(f"pause process: {e}")
-        if facts.get("pause_created"):  # a pod made before pauses ran without runc
-            try:
-                pid, ticks = facts.get("pause_pid"), facts.get("pause_start")
-                if procs.signal_if_same(pid, ticks, signal.SIGKILL) or (
-                    ticks is None and await self.runtime.kill(pod_id, signal.SIGKILL)
-                ):
-                    await _wait_gone(pid, PAUSE_STOP_TIMEOUT)
-                await self.runtime.delete(pod_id, force=True)
-                facts["pause_created"] = False
-                facts.pop("pause_pid", None)
-                for path in (os.path.join(self.cfg.runtime.exits_dir, pod_id), ctl_socket_path(self.cfg, pod_id)):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-            except Exception as e:  # noqa: BLE001 - keep tearing down, report at the end
-                errors.append(f"pause container: {e}")
-        if facts.get("pause_bind"):
-            try:
-                native.unmount(facts["pause_bind"], native.UNMOUNT_DETACH)
-                facts.pop("pause_bind")
-            except OSError as e:
-                errors.append(f"pause binary bind mount: {e}")
         if facts.get("shm_mounted"):
             try:
                 native.unmount(facts["shm_path"], native.UNMOUNT_DETACH)
@@ -289,18 +268,6 @@ def _has_mounts_below(path: str) -> bool:
     prefix = path.rstrip("/") + "/"
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4].startswith(prefix) or line.split()[4] == path for line in f)
-
-
-async def _wait_gone(pid: int | None, timeout: float) -> None:
-    if not pid:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        await asyncio.sleep(0.01)
 
 
 # ---------------------------------------------------------------- the pause started without runc
