@@ -22,16 +22,23 @@ def registries_conf(registry_host: str, extra: str = "") -> str:
     )
 
 
+def registry_daemon(daemon_factory, registry_host: str, config: str = "", log_level: str = "info"):
+    """A started daemon whose registries.conf trusts registry_host (plain http) and searches it."""
+    d = daemon_factory()
+    os.makedirs(d.base, exist_ok=True)
+    conf = os.path.join(d.base, "registries.conf")
+    with open(conf, "w") as f:
+        f.write(registries_conf(registry_host))
+    if config:
+        d.write_config(config)
+    d.extra_args = ["--registries-conf", conf, "--log-level", log_level]
+    return d.start()
+
+
 @pytest.fixture
 def image_daemon(daemon_factory, registry):
     """A daemon whose registries.conf trusts the test registry (plain http) and searches it."""
-    d = daemon_factory()
-    conf = os.path.join(d.base, "registries.conf")
-    os.makedirs(d.base, exist_ok=True)
-    with open(conf, "w") as f:
-        f.write(registries_conf(registry.host))
-    d.extra_args = ["--registries-conf", conf, "--log-level", "debug"]
-    d.start()
+    d = registry_daemon(daemon_factory, registry.host, log_level="debug")
     yield d
     assert d.stop() == 0, d.log()
 
@@ -211,13 +218,7 @@ def test_remove_by_id_removes_every_tag(image_daemon, registry, busybox_image):
 
 def test_concurrent_pulls_share_one_download(daemon_factory, registry, fault_proxy, busybox_image):
     proxy = fault_proxy()
-    d = daemon_factory()
-    os.makedirs(d.base, exist_ok=True)
-    conf = os.path.join(d.base, "registries.conf")
-    with open(conf, "w") as f:
-        f.write(registries_conf(proxy.host))
-    d.extra_args = ["--registries-conf", conf]
-    d.start()
+    d = registry_daemon(daemon_factory, proxy.host)
     name = f"{proxy.host}/test/busybox:latest"
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         ids = list(pool.map(lambda _: pull(d, name), range(4)))
@@ -244,14 +245,9 @@ def test_image_fs_info_tracks_usage(image_daemon, registry, busybox_image):
 
 
 def test_pinned_images(daemon_factory, registry, busybox_image):
-    d = daemon_factory()
-    os.makedirs(d.base, exist_ok=True)
-    conf = os.path.join(d.base, "registries.conf")
-    with open(conf, "w") as f:
-        f.write(registries_conf(registry.host))
-    d.write_config(f'[pycrio.image]\npinned_images = ["{registry.host}/test/busy*"]\n')
-    d.extra_args = ["--registries-conf", conf]
-    d.start()
+    d = registry_daemon(
+        daemon_factory, registry.host, f'[pycrio.image]\npinned_images = ["{registry.host}/test/busy*"]\n'
+    )
     pull(d, f"{registry.host}/test/busybox:latest")
     assert status(d, f"{registry.host}/test/busybox:latest").image.pinned
     assert d.stop() == 0

@@ -16,23 +16,11 @@ import grpc
 import pytest
 
 from pycrio.cri import api_pb2
-from tests.e2e.test_images import layer_dirs, leftovers, listed, pull, registries_conf
+from tests.e2e.test_images import layer_dirs, leftovers, listed, pull, registry_daemon
 from tests.support import tarcraft
 from tests.support.fixtures import AUTH_PASSWORD, AUTH_USER
 from tests.support.images import Blob, LayerBuilder, build_image, layer_media_type
 from tests.support.push import push_image
-
-
-def _daemon(daemon_factory, registry_host: str, config: str = "", log_level: str = "info"):
-    d = daemon_factory()
-    os.makedirs(d.base, exist_ok=True)
-    conf = os.path.join(d.base, "registries.conf")
-    with open(conf, "w") as f:
-        f.write(registries_conf(registry_host))
-    if config:
-        d.write_config(config)
-    d.extra_args = ["--registries-conf", conf, "--log-level", log_level]
-    return d.start()
 
 
 def _assert_nothing_left(d) -> None:
@@ -69,7 +57,7 @@ def _pull_error(d, name: str, timeout: float = 30) -> grpc.RpcError:
 def test_hostile_layer_fails_or_stays_inside(daemon_factory, registry, tar):
     image = build_image([_raw_layer(tar)])
     push_image(registry.host, "hostile/layer", "1", image)
-    d = _daemon(daemon_factory, registry.host)
+    d = registry_daemon(daemon_factory, registry.host)
     outside = ["/escape", "/escape2", "/tmp/pwned"]
     try:
         pull(d, f"{registry.host}/hostile/layer:1")
@@ -88,7 +76,7 @@ def test_hostile_layer_fails_or_stays_inside(daemon_factory, registry, tar):
 
 def test_blob_digest_mismatch_is_refused(daemon_factory, registry, fault_proxy, busybox_image):
     proxy = fault_proxy(tamper_blobs=True)
-    d = _daemon(daemon_factory, proxy.host)
+    d = registry_daemon(daemon_factory, proxy.host)
     err = _pull_error(d, f"{proxy.host}/test/busybox:latest")
     assert err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
     assert "hashing to sha256:" in err.details() or "digest mismatch" in err.details()
@@ -100,7 +88,7 @@ def test_diff_id_mismatch_is_refused(daemon_factory, registry):
     layer = LayerBuilder().file("a", b"a").build()
     lying = dataclasses.replace(layer, diff_id="sha256:" + "0" * 64)
     push_image(registry.host, "hostile/diffid", "1", build_image([lying]))
-    d = _daemon(daemon_factory, registry.host)
+    d = registry_daemon(daemon_factory, registry.host)
     err = _pull_error(d, f"{registry.host}/hostile/diffid:1")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "config says" in err.details()
@@ -117,7 +105,7 @@ def test_layer_count_mismatch_is_refused(daemon_factory, registry):
     manifest["config"] = broken.config_blob.descriptor()
     mixed = dataclasses.replace(mixed, manifest_bytes=json.dumps(manifest).encode())
     push_image(registry.host, "hostile/count", "1", mixed)
-    d = _daemon(daemon_factory, registry.host)
+    d = registry_daemon(daemon_factory, registry.host)
     err = _pull_error(d, f"{registry.host}/hostile/count:1")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "diff ids" in err.details()
@@ -127,7 +115,7 @@ def test_layer_count_mismatch_is_refused(daemon_factory, registry):
 
 def test_stalled_download_hits_the_progress_timeout(daemon_factory, registry, fault_proxy, busybox_image):
     proxy = fault_proxy(stall_after=1000)
-    d = _daemon(daemon_factory, proxy.host, "[pycrio.image]\npull_progress_timeout = 1\n")
+    d = registry_daemon(daemon_factory, proxy.host, "[pycrio.image]\npull_progress_timeout = 1\n")
     started = time.monotonic()
     err = _pull_error(d, f"{proxy.host}/test/busybox:latest")
     assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -139,7 +127,7 @@ def test_stalled_download_hits_the_progress_timeout(daemon_factory, registry, fa
 
 def test_rpc_deadline_is_honoured(daemon_factory, registry, fault_proxy, busybox_image):
     proxy = fault_proxy(stall_after=1000)
-    d = _daemon(daemon_factory, proxy.host)
+    d = registry_daemon(daemon_factory, proxy.host)
     started = time.monotonic()
     err = _pull_error(d, f"{proxy.host}/test/busybox:latest", timeout=1.0)
     assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -153,7 +141,7 @@ def test_rpc_deadline_is_honoured(daemon_factory, registry, fault_proxy, busybox
 
 def test_kill9_mid_pull_leaves_no_half_image(daemon_factory, registry, fault_proxy, busybox_image):
     proxy = fault_proxy(stall_after=100_000)
-    d = _daemon(daemon_factory, proxy.host)
+    d = registry_daemon(daemon_factory, proxy.host)
     caller = threading.Thread(target=lambda: _pull_error(d, f"{proxy.host}/test/busybox:latest", timeout=20))
     caller.start()
     deadline = time.monotonic() + 10
@@ -170,7 +158,7 @@ def test_kill9_mid_pull_leaves_no_half_image(daemon_factory, registry, fault_pro
 
 def test_basic_auth_with_cri_auth_config(daemon_factory, auth_registry, busybox_image):
     push_image(auth_registry.host, "private/busybox", "1", busybox_image, creds=(AUTH_USER, AUTH_PASSWORD))
-    d = _daemon(daemon_factory, auth_registry.host, log_level="debug")
+    d = registry_daemon(daemon_factory, auth_registry.host, log_level="debug")
     name = f"{auth_registry.host}/private/busybox:1"
     err = _pull_error(d, name)
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED, err.details()
@@ -206,7 +194,7 @@ def test_mirror_down_falls_back_to_the_next(daemon_factory, registry, busybox_im
 
 
 def test_pull_log_line_has_figures(daemon_factory, registry, busybox_image):
-    d = _daemon(daemon_factory, registry.host)
+    d = registry_daemon(daemon_factory, registry.host)
     pull(d, f"{registry.host}/test/busybox:latest")
     line = next(line for line in d.log().splitlines() if "pulled " in line)
     assert "1 layers (1 fetched)" in line and "MB/s" in line and "bytes compressed" in line
@@ -214,7 +202,7 @@ def test_pull_log_line_has_figures(daemon_factory, registry, busybox_image):
 
 
 def test_damaged_stored_blob_is_fetched_again(daemon_factory, registry, busybox_image):
-    d = _daemon(daemon_factory, registry.host)
+    d = registry_daemon(daemon_factory, registry.host)
     name = f"{registry.host}/test/busybox:latest"
     pull(d, name)
     assert d.stop() == 0

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from pycrio.cri import api_pb2
-from tests.e2e.test_images import pull, registries_conf
+from tests.e2e.test_images import pull, registry_daemon
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+(Z|[+-]\d\d:\d\d) (stdout|stderr) (F|P) (.*)$")
 
@@ -92,13 +92,7 @@ class Node:
 
 @pytest.fixture
 def node(daemon_factory, registry, busybox_image):
-    d = daemon_factory()
-    os.makedirs(d.base, exist_ok=True)
-    conf = os.path.join(d.base, "registries.conf")
-    with open(conf, "w") as f:
-        f.write(registries_conf(registry.host))
-    d.extra_args = ["--registries-conf", conf]
-    d.start()
+    d = registry_daemon(daemon_factory, registry.host)
     image = f"{registry.host}/test/busybox:latest"
     pull(d, image)
     n = Node(d, image)
