@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -22,14 +23,27 @@ pytest_plugins = ["tests.support.fixtures"]
 
 START_TIMEOUT = 15.0
 
+# PYCRIO_TESTS_SHARED_HOST=1: other test sessions run on this host at the same time (parallel
+# development). The leak guard then counts only mounts under this session's temporary
+# directories and only this session's bridges, and skips the (host-wide) cgroup check.
+SHARED_HOST = os.environ.get("PYCRIO_TESTS_SHARED_HOST") == "1"
+_session_dirs: list[str] = []
+_session_bridges: set[str] = set()
+
 
 def _mounts() -> set[str]:
     with open("/proc/self/mountinfo") as f:
-        return {" ".join(line.split()[3:5]) for line in f}
+        found = {" ".join(line.split()[3:5]) for line in f}
+    if SHARED_HOST:
+        found = {m for m in found if any(d in m for d in _session_dirs)}
+    return found
 
 
 def _links() -> set[str]:
-    return set(os.listdir("/sys/class/net"))
+    links = set(os.listdir("/sys/class/net"))
+    if SHARED_HOST:
+        links &= _session_bridges
+    return links
 
 
 CGROUP_ROOT = "/sys/fs/cgroup/memory" if os.path.isdir("/sys/fs/cgroup/memory") else "/sys/fs/cgroup"
@@ -37,7 +51,9 @@ CGROUP_ROOT = "/sys/fs/cgroup/memory" if os.path.isdir("/sys/fs/cgroup/memory") 
 
 def _cgroups() -> set[str]:
     """pycrio's cgroups (test pods live under /pycrio-tests, runc's under pycrio-<id>)."""
-    found = set()
+    found: set[str] = set()
+    if SHARED_HOST:
+        return found
     for top, dirs, _ in os.walk(CGROUP_ROOT):
         depth = top[len(CGROUP_ROOT) :].count("/")
         if depth >= 3:
@@ -93,6 +109,7 @@ def leak_guard():
 def tmpdir_short():
     """A short temporary directory (unix socket paths are limited to 107 bytes)."""
     path = tempfile.mkdtemp(prefix="pycrio-t-")
+    _session_dirs.append(path)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -105,6 +122,17 @@ class Daemon:
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     channel: grpc.Channel | None = None
+    # Each test daemon has a bridge and subnet of its own, so daemons of concurrent test sessions
+    # (and the host's pycrio0) never share or remove each other's network.
+    bridge: str = field(default_factory=lambda: f"pycrio{random.getrandbits(24):06x}")
+    subnet: str = field(default_factory=lambda: f"10.{random.randrange(100, 200)}.{random.randrange(256)}.0/24")
+
+    def __post_init__(self) -> None:
+        _session_bridges.add(self.bridge)
+
+    @property
+    def network_config(self) -> str:
+        return f'\n[pycrio.network]\nbridge = "{self.bridge}"\nsubnet = "{self.subnet}"\n'
 
     @property
     def root(self) -> str:
@@ -134,6 +162,8 @@ class Daemon:
         """Write the main config file, or a drop-in named drop_in, before start()."""
         os.makedirs(self.config_dir, exist_ok=True)
         path = os.path.join(self.config_dir, drop_in) if drop_in else self.config_file
+        if not drop_in and "[pycrio.network]" not in text:
+            text += self.network_config
         with open(path, "w") as f:
             f.write(text)
 
@@ -153,7 +183,7 @@ class Daemon:
     def start(self, wait: bool = True) -> Daemon:
         os.makedirs(self.config_dir, exist_ok=True)
         if not os.path.exists(self.config_file):
-            open(self.config_file, "w").close()
+            self.write_config("")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pycrio.cli", *self.args()], stdout=log, stderr=subprocess.STDOUT
@@ -227,10 +257,11 @@ def daemon_factory(tmpdir_short):
             d.stop(signal.SIGKILL)
         if d.proc is not None:
             # Whatever the test left (a failure halfway): containers, mounts, pins, the bridge go with
-            # wipe; with empty config files, since a test may have left a broken one.
+            # wipe; with a config of only the daemon's network, since a test may have left a broken one.
             empty = os.path.join(d.base, "wipe.conf")
             os.makedirs(os.path.join(d.base, "wipe.conf.d"), exist_ok=True)
-            open(empty, "w").close()
+            with open(empty, "w") as f:
+                f.write(d.network_config)
             flags = ["--config", empty, "--config-dir", os.path.join(d.base, "wipe.conf.d"), "--root", d.root]
             subprocess.run(
                 [sys.executable, "-m", "pycrio.cli", "wipe", *flags, "--runroot", d.runroot],
