@@ -23,7 +23,7 @@ from pycrio import native, procs, spec
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
-from pycrio.network import BuiltinNetwork
+from pycrio.network import BuiltinNetwork, PodInfo
 from pycrio.oci import OCIRuntime
 from pycrio.paths import helper_binary
 from pycrio.spec_resources import cgroup_version, cgroups_path, oom_score_adj
@@ -131,8 +131,10 @@ class Sandbox:
             if not host_network and self.network is not None:
                 t = time.monotonic()
                 facts["network"] = True  # from here on, teardown releases the address
-                pod_net = await asyncio.to_thread(self.network.setup, pod_id, facts["netns"])
+                pod_info = PodInfo.from_config(config)
+                pod_net = await asyncio.to_thread(self.network.setup, pod_id, facts["netns"], pod_info)
                 facts["ip"] = pod_net.ip
+                facts["additional_ips"] = pod_net.additional_ips
                 timings["network"] = time.monotonic() - t
             if pid_mode == api_pb2.POD:
                 t = time.monotonic()

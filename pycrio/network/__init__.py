@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pycrio.network.builtin import BuiltinNetwork, PodNetwork, host_veth_name
+from pycrio.network.builtin import BuiltinNetwork, host_veth_name
 from pycrio.network.ipam import Ipam
+from pycrio.network.pod import PodInfo, PodNetwork, PortMapping
 
-__all__ = ["BuiltinNetwork", "Ipam", "PodNetwork", "host_veth_name"]
+__all__ = ["BuiltinNetwork", "Ipam", "PodInfo", "PodNetwork", "PortMapping", "host_veth_name"]

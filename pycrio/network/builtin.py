@@ -17,7 +17,6 @@ import ipaddress
 import logging
 import os
 import subprocess
-from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -27,6 +26,7 @@ from pycrio.config import NetworkConfig
 from pycrio.errors import InvalidArgument, NotFound
 from pycrio.network import nft
 from pycrio.network.ipam import Ipam
+from pycrio.network.pod import PodInfo, PodNetwork
 from pycrio.state import Database
 
 logger = logging.getLogger("pycrio.network")
@@ -39,17 +39,6 @@ IFF_UP = 0x1
 def host_veth_name(pod_id: str) -> str:
     """The host end of a pod's veth: "veth" + 8 hex of sha256(pod id), stable across restarts."""
     return "veth" + hashlib.sha256(pod_id.encode()).hexdigest()[:8]
-
-
-@dataclass
-class PodNetwork:
-    """What setup() gave a pod: its eth0 address, prefix and gateway, and the host end of its veth."""
-
-    ip: str
-    prefix: int
-    gateway: str
-    host_veth: str
-    interface: str = POD_IFNAME
 
 
 class BuiltinNetwork:
@@ -107,7 +96,7 @@ class BuiltinNetwork:
 
     # ------------------------------------------------------------ pods
 
-    def setup(self, pod_id: str, netns_path: str) -> PodNetwork:
+    def setup(self, pod_id: str, netns_path: str, pod: PodInfo | None = None) -> PodNetwork:
         """Give the pod in netns_path an address and an eth0 on the bridge; on failure undo it all.
 
         Raises NotFound when netns_path is missing or not a namespace pin, the bridge is

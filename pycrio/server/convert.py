@@ -24,7 +24,10 @@ def pod_status(pod: PodRecord) -> api_pb2.PodSandboxStatus:
         metadata=pod.config.metadata,
         state=POD_STATES[pod.state],
         created_at=pod.created_ns,
-        network=api_pb2.PodSandboxNetworkStatus(ip=pod.facts.get("ip", "")),
+        network=api_pb2.PodSandboxNetworkStatus(
+            ip=pod.facts.get("ip", ""),
+            additional_ips=[api_pb2.PodIP(ip=ip) for ip in pod.facts.get("additional_ips", [])],
+        ),
         linux=api_pb2.LinuxPodSandboxStatus(
             namespaces=api_pb2.Namespace(options=pod.config.linux.security_context.namespace_options)
         ),
