@@ -90,7 +90,7 @@ class Daemon:
             self.images.recover()
             self.network = BuiltinNetwork(self.cfg.network, self.db)
             try:
-                await asyncio.to_thread(self.network.ensure_bridge)
+                await asyncio.to_thread(self.network.start)
             except Exception as e:  # noqa: BLE001 - Status reports NetworkReady false with the reason
                 logger.error("pod network not ready: %s", e)
             self.lifecycle = Lifecycle(self.cfg, self.db, self.images, self.network)

@@ -55,6 +55,10 @@ class BuiltinNetwork:
 
     # ------------------------------------------------------------ the bridge
 
+    def start(self) -> None:
+        """At daemon start: make the network able to serve (the backends' common entry point)."""
+        self.ensure_bridge()
+
     def ensure_bridge(self) -> None:
         """Bridge present, up, MTU, gateway/prefix on it; ip_forward=1; the masquerade rule. Idempotent."""
         br = self.cfg.bridge
