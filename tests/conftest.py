@@ -19,7 +19,7 @@ import pytest
 
 from pycrio.cri import api_pb2, api_pb2_grpc
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.network_fixtures"]
 
 START_TIMEOUT = 15.0
 

@@ -24,7 +24,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pycrio import native
 from pycrio.config import NetworkConfig
 from pycrio.errors import InvalidArgument, NotFound
-from pycrio.network import nft
+from pycrio.network import hostports, nft
 from pycrio.network.ipam import Ipam
 from pycrio.network.pod import PodInfo, PodNetwork
 from pycrio.state import Database
@@ -49,6 +49,8 @@ class BuiltinNetwork:
         self.subnet = ipaddress.IPv4Network(cfg.subnet, strict=True)
         self.gateway = ipaddress.IPv4Address(cfg.gateway) if cfg.gateway else next(self.subnet.hosts())
         self.ipam = Ipam(db, self.subnet, self.gateway)
+        # Pod addresses with published hostPorts: teardown of the others skips the `nft` calls.
+        self._published: set[str] = set()
 
     def close(self) -> None:
         self.ipam.close()
@@ -58,6 +60,7 @@ class BuiltinNetwork:
     def start(self) -> None:
         """At daemon start: make the network able to serve (the backends' common entry point)."""
         self.ensure_bridge()
+        self._published = {pod_ip for *_, pod_ip, _ in hostports.published(self.cfg.bridge)}
 
     def ensure_bridge(self) -> None:
         """Bridge present, up, MTU, gateway/prefix on it; ip_forward=1; the masquerade rule. Idempotent."""
@@ -76,13 +79,13 @@ class BuiltinNetwork:
                 _nl(ipr.addr, "add", index=index, address=str(self.gateway), prefixlen=self.subnet.prefixlen)
         with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
             f.write("1")
-        if self.cfg.masquerade:
-            nft.ensure_masquerade(br, self.subnet)
-        else:
-            nft.remove_masquerade(br)
+        # hostPorts on 127.0.0.1: DNAT'ed loopback traffic leaves through the bridge (nft.py guards it).
+        with open(f"/proc/sys/net/ipv4/conf/{br}/route_localnet", "w") as f:
+            f.write("1")
+        nft.ensure_bridge_rules(br, self.subnet, self.cfg.masquerade)
 
     def remove_bridge(self) -> None:
-        """Delete the bridge and its masquerade chain (wipe, tests); missing is fine."""
+        """Delete the bridge and its nftables chains and maps (wipe, tests); missing is fine."""
         remove_bridge(self.cfg.bridge)
 
     def ready(self) -> tuple[bool, str]:
@@ -134,7 +137,10 @@ class BuiltinNetwork:
                     f.write("1")
                 _nl(ipr.link, "set", ifname=host, state="up")
             _configure_inside(netns_path, ip, self.subnet.prefixlen, self.gateway)
-            rollback.pop_all()  # success: keep the veth and the address
+            if pod is not None and pod.port_mappings:
+                hostports.add(self.cfg.bridge, pod_id, str(ip), pod.port_mappings)
+                self._published.add(str(ip))
+            rollback.pop_all()  # success: keep the veth, the address and the hostPorts
         return PodNetwork(ip=str(ip), prefix=self.subnet.prefixlen, gateway=str(self.gateway), host_veth=host)
 
     def teardown(self, pod_id: str, netns_path: str | None = None, delete_veth: bool = True) -> None:
@@ -144,6 +150,10 @@ class BuiltinNetwork:
         delete_veth False the caller is about to drop the pod's netns, which takes the pair
         with it far more cheaply than a veth delete (about 20 ms under rtnl here).
         """
+        ip = self.ipam.address(pod_id)
+        if ip is not None and ip in self._published:
+            hostports.remove(self.cfg.bridge, ip)
+            self._published.discard(ip)
         if delete_veth:
             _delete_link(host_veth_name(pod_id))
         self.ipam.release(pod_id)
@@ -171,12 +181,12 @@ def _configure_inside(netns_path: str, ip, prefixlen: int, gateway) -> None:  # 
 
 
 def remove_bridge(bridge: str) -> None:
-    """Delete bridge and its masquerade chain; missing is fine (pycrio wipe needs no database for it)."""
+    """Delete bridge and its nftables chains and maps; missing is fine (pycrio wipe needs no database)."""
     with IPRoute() as ipr:
         for index in ipr.link_lookup(ifname=bridge):
             with contextlib.suppress(FileNotFoundError, LookupError):
                 _nl(ipr.link, "del", index=index)
-    nft.remove_masquerade(bridge)
+    nft.remove_bridge_rules(bridge)
 
 
 def _open_netns(pod_id: str, path: str) -> int:

@@ -83,6 +83,12 @@ class Ipam:
             self._conn.execute("COMMIT")
         return [r[0] for r in rows]
 
+    def address(self, pod_id: str) -> str | None:
+        """The pod's address, None when it holds none."""
+        with self._lock:
+            row = self._conn.execute("SELECT ip FROM ip_allocations WHERE pod_id = ?", (pod_id,)).fetchone()
+        return row[0] if row else None
+
     def allocations(self) -> dict[str, str]:
         """pod_id -> address, for every allocation (in this subnet or not)."""
         with self._lock:

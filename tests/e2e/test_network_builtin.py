@@ -4,60 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from pycrio import native
-from pycrio.config import NetworkConfig
 from pycrio.errors import NotFound
-from pycrio.network import BuiltinNetwork, host_veth_name, nft
-from pycrio.state import Database
+from pycrio.network import host_veth_name, nft
 
 PING = ["/bin/busybox", "ping", "-c1", "-W1"]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nft")
-
-
-@pytest.fixture
-def net(tmp_path) -> Iterator[BuiltinNetwork]:
-    tag = f"{random.randrange(16**4):04x}"
-    cfg = NetworkConfig(bridge=f"pycrio-t{tag}", subnet=f"10.213.{random.randrange(256)}.0/24")
-    db = Database(str(tmp_path / "meta.db"))
-    n = BuiltinNetwork(cfg, db)
-    n.ensure_bridge()
-    yield n
-    n.remove_bridge()
-    n.close()
-    db.close()
-
-
-@pytest.fixture
-def pods(net) -> Iterator:
-    """pods(n) -> [(pod_id, netns pin)]; every pod torn down and unpinned afterwards."""
-    base = tempfile.mkdtemp(prefix="pycrio-net-")
-    made: list[tuple[str, str]] = []
-
-    def make(count: int = 1) -> list[tuple[str, str]]:
-        out = []
-        for _ in range(count):
-            pod_id = os.urandom(32).hex()
-            d = os.path.join(base, pod_id[:12])
-            os.mkdir(d)
-            out.append((pod_id, native.ns_pin(d, native.NS_NET)["net"]))
-        made.extend(out)
-        return out
-
-    yield make
-    for pod_id, pin in made:
-        net.teardown(pod_id, pin)
-        native.ns_unpin(pin)
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def _in(pin: str, *cmd: str) -> subprocess.CompletedProcess:
@@ -76,9 +35,16 @@ def test_ensure_bridge_idempotent_ready_and_one_masquerade_rule(net):
     assert net.ready() == (True, "")
     net.ensure_bridge()
     net.ensure_bridge()
-    assert nft.rules(net.cfg.bridge) == [
-        f'ip saddr {net.subnet} ip daddr != {net.subnet} masquerade comment "pycrio {net.cfg.bridge}"'
+    br, sub = net.cfg.bridge, net.subnet
+    assert nft.rules(br) == [
+        f'ip saddr {sub} ip daddr != {sub} masquerade comment "pycrio {br}"',
+        f'oifname "{br}" ip saddr 127.0.0.0/8 ct status dnat masquerade',
+        f'oifname "{br}" ip saddr {sub} ip daddr {sub} ct status dnat masquerade',
     ]
+    assert nft.rules(br, f"hp-{br}-guard") == [f'iifname "{br}" ip daddr 127.0.0.0/8 ct status ! dnat drop']
+    assert len(nft.rules(br, f"hp-{br}-pre")) == len(nft.rules(br, f"hp-{br}-out")) == 2
+    with open(f"/proc/sys/net/ipv4/conf/{br}/route_localnet") as f:
+        assert f.read().strip() == "1"
     info = json.loads(subprocess.run(["ip", "-j", "addr", "show", net.cfg.bridge], capture_output=True).stdout)[0]
     assert [(a["local"], a["prefixlen"]) for a in info["addr_info"] if a["family"] == "inet"] == [
         (str(net.gateway), 24)
