@@ -172,9 +172,14 @@ def cmd_wipe(args: argparse.Namespace) -> int:
 
     for pid in kill_recorded_pauses(cfg.runroot):
         print(f"killed pause {pid}")
-    from pycrio.network.builtin import remove_bridge
+    from pycrio.network import cni
 
-    remove_bridge(cfg.network.bridge)
+    for line in cni.wipe(cfg.network):  # before the pins go: DEL passes each pod's netns
+        print(line)
+    if cfg.network.backend == "builtin":
+        from pycrio.network.builtin import remove_bridge
+
+        remove_bridge(cfg.network.bridge)
     targets = [cfg.root, cfg.runroot, cfg.runtime.exits_dir, cfg.runtime.namespaces_dir]
     targets = [t for t in dict.fromkeys(os.path.realpath(t) for t in targets) if t != "/"]
     for point in _mounts_under(targets):

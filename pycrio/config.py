@@ -116,8 +116,13 @@ class ImageConfig:
 
 @dataclass
 class NetworkConfig:
-    """[pycrio.network]: the built-in pod network (a Linux bridge, one veth per pod, IPv4)."""
+    """[pycrio.network]: the pod network, built in (a Linux bridge, one veth per pod, IPv4) or CNI plugins."""
 
+    backend: str = opt(
+        "builtin",
+        'Who makes pod networks: "builtin" (the options bridge to masquerade) or "cni" (the cni_* options).',
+        choices=("builtin", "cni"),
+    )
     bridge: str = opt("pycrio0", "The host bridge pods are attached to (created when missing).")
     subnet: str = opt("10.88.0.0/16", "IPv4 subnet pods get their addresses from (CIDR).")
     gateway: str = opt(
@@ -125,6 +130,19 @@ class NetworkConfig:
     )
     mtu: int = opt(1500, "MTU of the bridge and of every pod's eth0.")
     masquerade: bool = opt(True, "Masquerade (SNAT) traffic from the subnet to destinations outside it.")
+    cni_conf_dir: str = opt(
+        "/etc/cni/net.d", "CNI: where the network configurations (.conflist, .conf, .json) are.", path=True
+    )
+    cni_bin_dirs: list[str] = opt(
+        ["/opt/cni/bin", "/usr/lib/cni"], "CNI: directories searched for plugin executables, in order (CNI_PATH)."
+    )
+    cni_network: str = opt(
+        "", 'CNI: the network pods join, by name; "" is the first valid file of cni_conf_dir by file name.'
+    )
+    cni_timeout: int = opt(30, "CNI: seconds one plugin may run before it is killed and the operation fails.")
+    cni_cache_dir: str = opt(
+        "", "CNI: where each pod's ADD result is kept for its DEL (persistent).", path=True, derived="<root>/cni"
+    )
 
 
 @dataclass
@@ -153,6 +171,8 @@ class Config:
         if not cfg.network.gateway:
             with contextlib.suppress(ValueError):  # load() validated it; a hand-built Config may not be
                 cfg.network.gateway = str(next(ipaddress.IPv4Network(cfg.network.subnet).hosts()))
+        cfg.network.cni_bin_dirs = list(cfg.network.cni_bin_dirs)
+        cfg.network.cni_cache_dir = cfg.network.cni_cache_dir or os.path.join(cfg.root, "cni")
         cfg.api.listen = cfg.api.listen or os.path.join(cfg.runroot, "pycrio.sock")
         cfg.runtime.exits_dir = cfg.runtime.exits_dir or os.path.join(cfg.runroot, "exits")
         cfg.runtime.namespaces_dir = cfg.runtime.namespaces_dir or os.path.join(cfg.runroot, "ns")
@@ -345,6 +365,20 @@ def _check_network(net: NetworkConfig) -> None:
             raise ConfigError(f"{gateway} is not a host address of {subnet}", key="pycrio.network.gateway")
     if not 68 <= net.mtu <= 65535:
         raise ConfigError(f"expected an MTU between 68 and 65535, got {net.mtu}", key="pycrio.network.mtu")
+    for d in net.cni_bin_dirs:
+        if not os.path.isabs(d):
+            raise ConfigError(f"expected absolute paths, got {d!r}", key="pycrio.network.cni_bin_dirs")
+    if not net.cni_bin_dirs:
+        raise ConfigError("expected at least one directory", key="pycrio.network.cni_bin_dirs")
+    if net.cni_network and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", net.cni_network):
+        raise ConfigError(
+            f"expected a CNI network name (alphanumeric, then _ . -), got {net.cni_network!r}",
+            key="pycrio.network.cni_network",
+        )
+    if not 1 <= net.cni_timeout <= 3600:
+        raise ConfigError(
+            f"expected between 1 and 3600 seconds, got {net.cni_timeout}", key="pycrio.network.cni_timeout"
+        )
 
 
 # ---------------------------------------------------------------- rendering

@@ -17,7 +17,7 @@ from pycrio.cri import api_pb2
 from pycrio.errors import FailedPrecondition
 from pycrio.image.images import Images
 from pycrio.lifecycle import Lifecycle
-from pycrio.network import BuiltinNetwork
+from pycrio.network import NetworkBackend, make_network
 from pycrio.server.container_service import ContainerServicer
 from pycrio.server.image_service import ImageServicer
 from pycrio.server.pod_service import PodServicer
@@ -41,7 +41,7 @@ class Daemon:
         self.db: Database | None = None
         self.images: Images | None = None
         self.lifecycle: Lifecycle | None = None
-        self.network: BuiltinNetwork | None = None
+        self.network: NetworkBackend | None = None
         self.lock = listen.SocketLock(listen.socket_path(self.cfg.api.listen))
         self.stopped = asyncio.Event()
 
@@ -88,7 +88,7 @@ class Daemon:
             self.db = Database(os.path.join(self.cfg.root, "pycrio.db"))
             self.images = Images(self.cfg, self.db)
             self.images.recover()
-            self.network = BuiltinNetwork(self.cfg.network, self.db)
+            self.network = make_network(self.cfg.network, self.db)
             try:
                 await asyncio.to_thread(self.network.start)
             except Exception as e:  # noqa: BLE001 - Status reports NetworkReady false with the reason

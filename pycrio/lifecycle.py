@@ -21,7 +21,7 @@ from pycrio.errors import FailedPrecondition, InvalidArgument, NotFound
 from pycrio.exits import ExitWatcher
 from pycrio.image.images import Images
 from pycrio.monitor import ExitStatus
-from pycrio.network import BuiltinNetwork
+from pycrio.network import NetworkBackend
 from pycrio.oci import OCIRuntime
 from pycrio.runtime_store import ContainerRecord, PodRecord, RuntimeStore
 from pycrio.sandbox import Sandbox, ctl_socket_path, pod_name
@@ -41,7 +41,7 @@ class ContainerEvent:
 
 
 class Lifecycle:
-    def __init__(self, cfg: Config, db: Database, images: Images, network: BuiltinNetwork | None = None):
+    def __init__(self, cfg: Config, db: Database, images: Images, network: NetworkBackend | None = None):
         self.cfg = cfg
         self.network = network
         self.store = RuntimeStore(db)

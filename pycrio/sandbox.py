@@ -23,7 +23,7 @@ from pycrio import native, procs, spec
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
-from pycrio.network import BuiltinNetwork, PodInfo
+from pycrio.network import NetworkBackend, PodInfo
 from pycrio.oci import OCIRuntime
 from pycrio.paths import helper_binary
 from pycrio.spec_resources import cgroup_version, cgroups_path, oom_score_adj
@@ -68,7 +68,7 @@ class Sandbox:
     """Creates and tears down one pod's host-side resources; facts record what exists."""
 
     def __init__(
-        self, cfg: Config, runtime: OCIRuntime, runtime_facts: spec.RuntimeFacts, network: BuiltinNetwork | None
+        self, cfg: Config, runtime: OCIRuntime, runtime_facts: spec.RuntimeFacts, network: NetworkBackend | None
     ):
         self.cfg = cfg
         self.runtime = runtime

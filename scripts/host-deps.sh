@@ -4,7 +4,7 @@ set -eu
 
 PACKAGES="make gcc libc6-dev pkg-config python3 python3-venv python3-dev libffi-dev zlib1g-dev
 libzstd-dev libisal-dev libssl-dev runc iproute2 util-linux procps file clang-format ca-certificates
-docker-registry busybox-static nftables conntrack zstd clang libclang-rt-14-dev strace"
+docker-registry busybox-static nftables conntrack containernetworking-plugins zstd clang libclang-rt-14-dev strace"
 
 missing=""
 for p in $PACKAGES; do
