@@ -45,7 +45,7 @@ EXECUTABLES: dict[str, dict[str, list[str]]] = {
     "pycrio-monitor": {
         "sources": [
             f"monitor/{name}.c"
-            for name in ("main", "loop", "spawn", "stdio", "log", "ctl", "exit", "oom", "sync", "util")
+            for name in ("main", "loop", "spawn", "stdio", "log", "ctl", "attach", "exit", "oom", "sync", "util")
         ],
         "cflags": ["-static"],
         "libs": [],

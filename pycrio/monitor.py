@@ -88,6 +88,7 @@ def command(
     log_path: str | None = None,
     terminal: bool = False,
     stdin: bool = False,
+    stdin_once: bool = False,
     cgroup_oom_dir: str | None = None,
     log_max_size: int | None = None,
     runtime_args: Sequence[str] = (),
@@ -110,6 +111,8 @@ def command(
         argv.append("--terminal")
     if stdin:
         argv.append("--stdin")
+        if stdin_once:
+            argv.append("--stdin-once")  # without stdin there is nothing to close
     return argv
 
 
@@ -211,6 +214,7 @@ async def spawn(
     log_path: str | None = None,
     terminal: bool = False,
     stdin: bool = False,
+    stdin_once: bool = False,
     cgroup_oom_dir: str | None = None,
     log_max_size: int | None = None,
     runtime_args: Sequence[str] = (),
@@ -226,6 +230,8 @@ async def spawn(
     DeadlineExceeded after `timeout` seconds; in every failure no monitor is left running, but the
     runtime may keep state for the id: the caller runs `<runtime> delete --force` when unwinding.
     monitor_log receives the monitor's own stderr (warnings, log write errors); /dev/null if None.
+    The monitor serves attach on `<ctl_socket>.attach` (pycrio.attach); with stdin_once (and stdin),
+    the first attach session with input that ends closes the container's stdin.
     """
     read_fd, write_fd = os.pipe()
     argv = command(
@@ -240,6 +246,7 @@ async def spawn(
         log_path=log_path,
         terminal=terminal,
         stdin=stdin,
+        stdin_once=stdin_once,
         cgroup_oom_dir=cgroup_oom_dir,
         log_max_size=log_max_size,
         runtime_args=runtime_args,

@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "monitor.h"
@@ -18,37 +16,12 @@
 
 int mon_ctl_listen(struct monitor *m)
 {
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    size_t len = strlen(m->args.ctl_socket);
-    mode_t old;
-    int fd;
+    int rc = mon_listen_unix(m, m->args.ctl_socket, SOCK_SEQPACKET, 8, &m->ctl.listen_fd);
 
-    if (len >= sizeof(addr.sun_path))
-        return mon_fail(m, ENAMETOOLONG, "control socket path %s is longer than %zu bytes",
-                        m->args.ctl_socket, sizeof(addr.sun_path) - 1);
-    memcpy(addr.sun_path, m->args.ctl_socket, len + 1);
-    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return mon_fail(m, errno, "socket: %s", strerror(errno));
-    (void)unlink(m->args.ctl_socket); /* a stale socket of an earlier monitor */
-    old = umask(077);
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        int saved = errno;
-
-        umask(old);
-        close(fd);
-        return mon_fail(m, saved, "bind %s: %s", m->args.ctl_socket, strerror(saved));
-    }
-    umask(old);
+    if (rc < 0)
+        return rc;
     m->ctl.bound = true;
-    if (listen(fd, 8) < 0) {
-        int saved = errno;
-
-        close(fd);
-        return mon_fail(m, saved, "listen %s: %s", m->args.ctl_socket, strerror(saved));
-    }
-    m->ctl.listen_fd = fd;
-    return mon_epoll_add(m, fd, TAG_CTL_LISTEN, 0);
+    return mon_epoll_add(m, m->ctl.listen_fd, TAG_CTL_LISTEN, 0);
 }
 
 static void reply(int fd, const char *text)

@@ -1,5 +1,6 @@
 /* loop.c: pycrio-monitor's event loop: epoll over the signalfd, container stdio, the runtime's
- * output, the control socket and the OOM eventfd, until the exit file is written. */
+ * output, the control and attach sockets, the container's stdin (when attach input waits for
+ * it) and the OOM eventfd, until the exit file is written. */
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -12,7 +13,13 @@
 
 int mon_epoll_add(struct monitor *m, int fd, enum mon_tag tag, uint32_t index)
 {
-    struct epoll_event ev = {.events = EPOLLIN};
+    return mon_epoll_add_events(m, fd, EPOLLIN, tag, index);
+}
+
+int mon_epoll_add_events(struct monitor *m, int fd, uint32_t events, enum mon_tag tag,
+                         uint32_t index)
+{
+    struct epoll_event ev = {.events = events};
 
     ev.data.u64 = ((uint64_t)tag << 32) | index;
     if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
@@ -58,7 +65,7 @@ static void on_signals(struct monitor *m)
     }
 }
 
-static void dispatch(struct monitor *m, uint64_t data)
+static void dispatch(struct monitor *m, uint64_t data, uint32_t events)
 {
     enum mon_tag tag = (enum mon_tag)(data >> 32);
     uint32_t index = (uint32_t)data;
@@ -81,6 +88,15 @@ static void dispatch(struct monitor *m, uint64_t data)
         break;
     case TAG_OOM:
         mon_oom_on_event(m);
+        break;
+    case TAG_ATTACH_LISTEN:
+        mon_attach_on_accept(m);
+        break;
+    case TAG_ATTACH_CONN:
+        mon_attach_on_event(m, index, events);
+        break;
+    case TAG_STDIN:
+        mon_attach_on_stdin_writable(m);
         break;
     }
 }
@@ -106,7 +122,8 @@ int mon_loop(struct monitor *m)
                 if (!mon_stdio_all_eof(m))
                     mon_warn(m, "container output still open %d ms after its exit: not waiting",
                              MON_DRAIN_MS);
-                mon_ctl_close(m); /* once the exit file exists, nobody can talk to us */
+                mon_ctl_close(m);    /* once the exit file exists, nobody can talk to us */
+                mon_attach_close(m); /* attach clients: EOF after all the output */
                 m->rc = mon_write_exit_file(m) < 0 ? 1 : 0;
                 m->phase = PHASE_DONE;
                 break;
@@ -121,7 +138,7 @@ int mon_loop(struct monitor *m)
             return 1;
         }
         for (int i = 0; i < n && m->phase != PHASE_DONE; i++)
-            dispatch(m, events[i].data.u64);
+            dispatch(m, events[i].data.u64, events[i].events);
     }
     return m->rc;
 }

@@ -35,6 +35,7 @@ enum {
     OPT_SYNC_FD,
     OPT_TERMINAL,
     OPT_STDIN,
+    OPT_STDIN_ONCE,
     OPT_OOM_DIR,
     OPT_LOG_MAX,
     OPT_VERSION,
@@ -54,6 +55,7 @@ static const struct option options[] = {
     {"sync-fd", required_argument, NULL, OPT_SYNC_FD},
     {"terminal", no_argument, NULL, OPT_TERMINAL},
     {"stdin", no_argument, NULL, OPT_STDIN},
+    {"stdin-once", no_argument, NULL, OPT_STDIN_ONCE},
     {"cgroup-oom-dir", required_argument, NULL, OPT_OOM_DIR},
     {"log-max-size", required_argument, NULL, OPT_LOG_MAX},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -64,7 +66,7 @@ static const struct option options[] = {
 static const char usage[] =
     "usage: pycrio-monitor --id ID --runtime PATH --runtime-root DIR [--runtime-arg ARG]...\n"
     "         --bundle DIR --pid-file FILE --exit-file FILE --ctl-socket PATH --sync-fd N\n"
-    "         [--log-path FILE] [--log-max-size BYTES] [--terminal] [--stdin]\n"
+    "         [--log-path FILE] [--log-max-size BYTES] [--terminal] [--stdin [--stdin-once]]\n"
     "         [--cgroup-oom-dir DIR]\n"
     "See docs/monitor.md.\n";
 
@@ -84,6 +86,9 @@ static void init_context(struct monitor *m)
     m->ctl.listen_fd = -1;
     for (int i = 0; i < MON_MAX_CTL; i++)
         m->ctl.conns[i] = -1;
+    m->attach.listen_fd = -1;
+    for (int i = 0; i < MON_MAX_ATTACH; i++)
+        m->attach.conns[i].fd = -1;
     m->oom.event_fd = m->oom.counter_fd = -1;
     m->self = getpid();
     m->rc = 1;
@@ -128,6 +133,13 @@ static int validate(struct monitor *m)
         (rc = need_absolute(m, "--exit-file", a->exit_file)) < 0 ||
         (rc = need_absolute(m, "--ctl-socket", a->ctl_socket)) < 0)
         return rc;
+    /* The ctl, attach and (--terminal) console sockets: PATH, PATH.attach, PATH.console. */
+    if (strlen(a->ctl_socket) + strlen(a->terminal ? ".console" : ".attach") >= MON_SUN_PATH)
+        return mon_fail(m, EINVAL, "--ctl-socket %s is too long: %s must fit in %d bytes",
+                        a->ctl_socket, a->terminal ? "PATH.console" : "PATH.attach",
+                        MON_SUN_PATH - 1);
+    if (a->stdin_once && !a->stdin_open)
+        return mon_fail(m, EINVAL, "--stdin-once needs --stdin");
     if (a->log_path != NULL && (rc = need_absolute(m, "--log-path", a->log_path)) < 0)
         return rc;
     if (a->cgroup_oom_dir != NULL &&
@@ -185,6 +197,9 @@ static int parse_args(struct monitor *m, int argc, char **argv)
             break;
         case OPT_STDIN:
             a->stdin_open = true;
+            break;
+        case OPT_STDIN_ONCE:
+            a->stdin_once = true;
             break;
         case OPT_OOM_DIR:
             a->cgroup_oom_dir = optarg[0] ? optarg : NULL;
@@ -297,7 +312,8 @@ static int setup(struct monitor *m)
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
         return mon_fail(m, errno, "prctl(PR_SET_CHILD_SUBREAPER): %s", strerror(errno));
     if ((rc = setup_signals(m)) < 0 || (rc = mon_log_open(m)) < 0 || (rc = mon_ctl_listen(m)) < 0 ||
-        (rc = mon_stdio_setup(m)) < 0 || (rc = mon_spawn_runtime(m)) < 0)
+        (rc = mon_attach_listen(m)) < 0 || (rc = mon_stdio_setup(m)) < 0 ||
+        (rc = mon_spawn_runtime(m)) < 0)
         return rc;
     mon_stdio_after_spawn(m);
     return 0;
@@ -306,6 +322,7 @@ static int setup(struct monitor *m)
 static void teardown(struct monitor *m)
 {
     mon_ctl_close(m);
+    mon_attach_close(m);
     mon_stdio_close(m);
     mon_log_close(m);
     mon_oom_close(m);

@@ -8,7 +8,8 @@
  *
  * Files: main.c (flags, detaching, setup), loop.c (epoll), spawn.c (runtime create),
  * stdio.c (container stdio, pty), log.c (CRI log file), ctl.c (control socket),
- * exit.c (reaping, exit file), oom.c (OOM kills), sync.c (sync-fd messages), util.c.
+ * attach.c (attach socket: output fan-out, stdin), exit.c (reaping, exit file), oom.c (OOM kills),
+ * sync.c (sync-fd messages), util.c.
  */
 #ifndef PYCRIO_MONITOR_H
 #define PYCRIO_MONITOR_H
@@ -29,6 +30,9 @@
 #define MON_DRAIN_MS 1000 /* after the container exits: wait this long at most for stdio EOF */
 #define MON_LOG_IOV 256   /* iovecs per writev of log lines */
 #define MON_SUN_PATH 108
+#define MON_MAX_ATTACH 16           /* attach connections served at once */
+#define MON_STDIN_BUF (8 * 1024)    /* attach input on its way to the container's stdin */
+#define MON_ATTACH_SNDBUF (1 << 20) /* asked for each attach connection; the kernel caps it */
 
 enum mon_phase {
     PHASE_CREATING, /* runtime create running: container output is the runtime's own */
@@ -40,7 +44,17 @@ enum mon_phase {
 enum mon_stream { STREAM_STDOUT, STREAM_STDERR, STREAM_COUNT };
 
 /* epoll tags: kind in the high 32 bits of epoll_data.u64, index in the low ones. */
-enum mon_tag { TAG_SIGNAL = 1, TAG_STDIO, TAG_RUNTIME_OUT, TAG_CTL_LISTEN, TAG_CTL_CONN, TAG_OOM };
+enum mon_tag {
+    TAG_SIGNAL = 1,
+    TAG_STDIO,
+    TAG_RUNTIME_OUT,
+    TAG_CTL_LISTEN,
+    TAG_CTL_CONN,
+    TAG_OOM,
+    TAG_ATTACH_LISTEN,
+    TAG_ATTACH_CONN,
+    TAG_STDIN,
+};
 
 struct mon_args {
     const char *id;
@@ -58,6 +72,7 @@ struct mon_args {
     int sync_fd;
     bool terminal;
     bool stdin_open;
+    bool stdin_once; /* the first attach input session that ends closes stdin */
 };
 
 struct mon_log {
@@ -72,7 +87,7 @@ struct mon_log {
 struct mon_stdio {
     int out[STREAM_COUNT];  /* read ends (tty: out[STDOUT] is the pty master, out[STDERR] -1) */
     bool eof[STREAM_COUNT]; /* true also for an unused stream */
-    int stdin_w;            /* --stdin: write end kept for attach (tty: the master); else -1 */
+    int stdin_w;            /* --stdin: write end kept for attach (tty: a dup of the master) */
     int child[3];           /* the container's ends, closed once the runtime has them */
     int runtime_out;        /* tty mode: the runtime's own stdout+stderr pipe (read end) */
     int console_listen;     /* tty mode: the --console-socket listener */
@@ -83,6 +98,29 @@ struct mon_ctl {
     int listen_fd;
     int conns[MON_MAX_CTL];
     bool bound; /* the socket file is ours to unlink */
+};
+
+struct mon_attach_conn {
+    int fd;
+    uint32_t remaining; /* payload bytes left of the stdin frame being read */
+    uint8_t hdr[5];     /* a frame header being read */
+    uint8_t hdr_len;
+    bool input;       /* sent a stdin frame: its end is an input session's end */
+    bool input_ended; /* sent close-stdin, or its end of input (EOF) */
+    bool readable;    /* epoll said readable (edge-triggered); not yet read to EAGAIN */
+    bool hup;         /* the peer closed: drop it once its input is read */
+};
+
+struct mon_attach {
+    int listen_fd;
+    bool bound;         /* the socket file is ours to unlink */
+    bool stdin_polled;  /* stdin_w is in the epoll set for EPOLLOUT */
+    bool stdin_closing; /* --stdin-once: close stdin once in[] is written */
+    bool stdin_done;    /* stdin closed (--stdin-once) or broken: input is discarded */
+    char path[MON_SUN_PATH];
+    struct mon_attach_conn conns[MON_MAX_ATTACH];
+    size_t in_len, in_off; /* in[in_off..in_len) waits for the container's stdin */
+    char in[MON_STDIN_BUF];
 };
 
 struct mon_oom {
@@ -105,6 +143,7 @@ struct monitor {
     struct mon_log log;
     struct mon_stdio io;
     struct mon_ctl ctl;
+    struct mon_attach attach;
     struct mon_oom oom;
     pid_t self;
     pid_t runtime_pid;
@@ -131,9 +170,12 @@ ssize_t mon_read_small(int fd, char *buf, size_t size); /* pread from 0, NUL-ter
 int64_t mon_now_ns(clockid_t clock);
 void mon_close(int *fd);
 int mon_path_join(char *out, size_t size, const char *dir, const char *name);
+int mon_listen_unix(struct monitor *m, const char *path, int type, int backlog, int *fd_out);
 
 /* loop.c */
 int mon_epoll_add(struct monitor *m, int fd, enum mon_tag tag, uint32_t index);
+int mon_epoll_add_events(struct monitor *m, int fd, uint32_t events, enum mon_tag tag,
+                         uint32_t index);
 void mon_epoll_del(struct monitor *m, int fd);
 int mon_loop(struct monitor *m);
 
@@ -163,6 +205,15 @@ int mon_ctl_listen(struct monitor *m);
 void mon_ctl_on_accept(struct monitor *m);
 void mon_ctl_on_message(struct monitor *m, uint32_t index);
 void mon_ctl_close(struct monitor *m);
+
+/* attach.c */
+int mon_attach_listen(struct monitor *m);
+void mon_attach_on_accept(struct monitor *m);
+void mon_attach_on_event(struct monitor *m, uint32_t index, uint32_t events);
+void mon_attach_on_stdin_writable(struct monitor *m);
+void mon_attach_stdin_ready(struct monitor *m);
+void mon_attach_output(struct monitor *m, enum mon_stream s, const char *data, size_t len);
+void mon_attach_close(struct monitor *m);
 
 /* exit.c */
 void mon_reap(struct monitor *m);

@@ -176,6 +176,8 @@ void mon_on_runtime_exit(struct monitor *m, int status)
         create_failed(m, "monitor", -1, m->errmsg, strlen(m->errmsg));
         return;
     }
+    if (m->args.terminal)
+        mon_attach_stdin_ready(m); /* attach input that came before the pty */
     mon_oom_register(m); /* before the sync message: the daemon starts the container after it */
     m->container_pid = pid;
     m->phase = PHASE_RUNNING;

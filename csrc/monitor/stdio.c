@@ -1,5 +1,6 @@
 /* stdio.c: the container's stdio: pipes (stdout, stderr, and stdin with --stdin) or, with
  * --terminal, the pty master that the runtime sends over the console socket (SCM_RIGHTS).
+ * Each read of output goes to the log, then to the attach clients (attach.c).
  * A pty's output is logged as "stdout"; reading a master whose slave is gone gives EIO (EOF). */
 #include <errno.h>
 #include <fcntl.h>
@@ -147,8 +148,12 @@ int mon_stdio_receive_console(struct monitor *m)
     (void)set_nonblock(master);
     m->io.out[STREAM_STDOUT] = master;
     m->io.eof[STREAM_STDOUT] = false;
-    if (m->args.stdin_open)
-        m->io.stdin_w = master; /* shared with out[STDOUT]: closed once */
+    if (m->args.stdin_open) {
+        /* A descriptor of its own, so that it has its own epoll registration (EPOLLOUT). */
+        m->io.stdin_w = fcntl(master, F_DUPFD_CLOEXEC, 3);
+        if (m->io.stdin_w < 0)
+            return mon_fail(m, errno, "dup of the pty master: %s", strerror(errno));
+    }
     return mon_epoll_add(m, master, TAG_STDIO, STREAM_STDOUT);
 }
 
@@ -187,8 +192,6 @@ void mon_stdio_capture_runtime(struct monitor *m, int fd)
 
 static void stream_eof(struct monitor *m, enum mon_stream s)
 {
-    if (m->io.stdin_w == m->io.out[s])
-        m->io.stdin_w = -1;
     mon_epoll_del(m, m->io.out[s]);
     mon_close(&m->io.out[s]);
     m->io.eof[s] = true;
@@ -204,10 +207,12 @@ void mon_stdio_on_readable(struct monitor *m, enum mon_stream s)
         n = read(m->io.out[s], m->buf, sizeof(m->buf));
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
-        if (m->phase == PHASE_CREATING)
+        if (m->phase == PHASE_CREATING) {
             keep_runtime_output(m, m->buf, (size_t)n);
-        else
+        } else {
             mon_log_write(m, s, m->buf, (size_t)n);
+            mon_attach_output(m, s, m->buf, (size_t)n);
+        }
         return;
     }
     if (n < 0 && errno == EAGAIN)

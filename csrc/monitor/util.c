@@ -3,6 +3,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,4 +103,39 @@ int mon_path_join(char *out, size_t size, const char *dir, const char *name)
     int n = snprintf(out, size, "%s/%s", dir, name);
 
     return (n < 0 || (size_t)n >= size) ? -ENAMETOOLONG : 0;
+}
+
+/* A listening unix socket of `type` at path (a stale socket file there is replaced), created
+ * 0600, non-blocking and close-on-exec.  On success the caller owns *fd_out and the file. */
+int mon_listen_unix(struct monitor *m, const char *path, int type, int backlog, int *fd_out)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    mode_t old;
+    int fd, saved;
+
+    if (len >= sizeof(addr.sun_path))
+        return mon_fail(m, ENAMETOOLONG, "socket path %s is longer than %zu bytes", path,
+                        sizeof(addr.sun_path) - 1);
+    memcpy(addr.sun_path, path, len + 1);
+    fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return mon_fail(m, errno, "socket: %s", strerror(errno));
+    (void)unlink(path); /* a stale socket of an earlier monitor */
+    old = umask(077);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        saved = errno;
+        umask(old);
+        close(fd);
+        return mon_fail(m, saved, "bind %s: %s", path, strerror(saved));
+    }
+    umask(old);
+    if (listen(fd, backlog) < 0) {
+        saved = errno;
+        close(fd);
+        (void)unlink(path);
+        return mon_fail(m, saved, "listen %s: %s", path, strerror(saved));
+    }
+    *fd_out = fd;
+    return 0;
 }
