@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from pycrio import monitor, native, procs, spec
+from pycrio.attach import attach_socket
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.image.images import Images
@@ -112,6 +113,7 @@ class ContainerOps:
                 log_path=log_path,
                 terminal=config.tty,
                 stdin=config.stdin,
+                stdin_once=config.stdin_once,
                 cgroup_oom_dir=self._oom_dir(facts["cgroups_path"]),
             )
             facts["created"] = True
@@ -175,6 +177,7 @@ class ContainerOps:
                 trash = os.path.join(os.path.dirname(path), TRASH_PREFIX + os.path.basename(path))
                 os.rename(path, trash)
                 asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, trash, True)
-        for path in (self.exit_file(container_id), ctl_socket_path(self.cfg, container_id)):
+        ctl = ctl_socket_path(self.cfg, container_id)
+        for path in (self.exit_file(container_id), ctl, attach_socket(ctl)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
