@@ -14,6 +14,7 @@ import errno
 import functools
 import hashlib
 import ipaddress
+import json
 import logging
 import os
 import subprocess
@@ -48,6 +49,10 @@ class BuiltinNetwork:
         self.cfg = cfg
         self.subnet = ipaddress.IPv4Network(cfg.subnet, strict=True)
         self.gateway = ipaddress.IPv4Address(cfg.gateway) if cfg.gateway else next(self.subnet.hosts())
+        # Subnets pods got addresses from before UpdateRuntimeConfig moved them (still routed, masqueraded).
+        self.previous: list[ipaddress.IPv4Network] = []
+        self._cidr_file = os.path.join(os.path.dirname(db.path), "pod-cidr.json")
+        self._load_pod_cidr()
         self.ipam = Ipam(db, self.subnet, self.gateway)
         # Pod addresses with published hostPorts: teardown of the others skips the `nft` calls.
         self._published: set[str] = set()
@@ -75,14 +80,70 @@ class BuiltinNetwork:
             if kind != "bridge":
                 raise InvalidArgument(f"network: {br} exists and is a {kind or 'non-bridge'} link, not a bridge")
             _nl(ipr.link, "set", index=index, mtu=self.cfg.mtu, state="up")
-            with contextlib.suppress(FileExistsError):
-                _nl(ipr.addr, "add", index=index, address=str(self.gateway), prefixlen=self.subnet.prefixlen)
+            for subnet in [self.subnet, *self.previous]:
+                gateway = self.gateway if subnet == self.subnet else next(subnet.hosts())
+                with contextlib.suppress(FileExistsError):
+                    _nl(ipr.addr, "add", index=index, address=str(gateway), prefixlen=subnet.prefixlen)
         with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
             f.write("1")
         # hostPorts on 127.0.0.1: DNAT'ed loopback traffic leaves through the bridge (nft.py guards it).
         with open(f"/proc/sys/net/ipv4/conf/{br}/route_localnet", "w") as f:
             f.write("1")
-        nft.ensure_bridge_rules(br, self.subnet, self.cfg.masquerade)
+        nft.ensure_bridge_rules(br, [self.subnet, *self.previous], self.cfg.masquerade)
+
+    # ------------------------------------------------------------ UpdateRuntimeConfig's pod CIDR
+
+    def set_pod_cidr(self, cidrs: str) -> bool:
+        """New pods get addresses from the IPv4 CIDR in cidrs (the kubelet's "v4,v6" list); pods
+        that hold addresses keep them. Persisted beside the database, so it outlives restarts.
+        False when nothing changed. InvalidArgument for a malformed or too small CIDR."""
+        v4 = []
+        for text in filter(None, (c.strip() for c in cidrs.split(","))):
+            try:
+                net = ipaddress.ip_network(text, strict=True)
+            except ValueError as e:
+                raise InvalidArgument(f"pod CIDR {text!r}: {e}") from e
+            if net.version == 4:
+                v4.append(net)
+            else:
+                logger.warning("pod CIDR %s ignored: the built-in network is IPv4 only", net)
+        if not v4:
+            return False
+        subnet = v4[0]
+        if subnet.prefixlen > 30:
+            raise InvalidArgument(f"pod CIDR {subnet} is too small: a /30 or larger is needed")
+        if subnet == self.subnet:
+            return False
+        held = [ipaddress.IPv4Address(ip) for ip in self.ipam.allocations().values()]
+        old = [n for n in [self.subnet, *self.previous] if n != subnet and any(a in n for a in held)]
+        self.subnet, self.gateway, self.previous = subnet, next(subnet.hosts()), old
+        self.ipam.retarget(self.subnet, self.gateway)
+        self._save_pod_cidr()
+        self.ensure_bridge()
+        logger.info("pod CIDR is now %s (gateway %s)", self.subnet, self.gateway)
+        return True
+
+    def _load_pod_cidr(self) -> None:
+        try:
+            with open(self._cidr_file) as f:
+                saved = json.load(f)
+            subnet = ipaddress.IPv4Network(saved["subnet"])
+            previous = [ipaddress.IPv4Network(n) for n in saved.get("previous", [])]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            logger.error("ignoring %s (%s): pods get addresses from %s", self._cidr_file, e, self.subnet)
+            return
+        self.subnet, self.gateway, self.previous = subnet, next(subnet.hosts()), previous
+        logger.info("pod CIDR %s (from UpdateRuntimeConfig, saved in %s)", subnet, self._cidr_file)
+
+    def _save_pod_cidr(self) -> None:
+        tmp = self._cidr_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"subnet": str(self.subnet), "previous": [str(n) for n in self.previous]}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, self._cidr_file)
 
     def remove_bridge(self) -> None:
         """Delete the bridge and its nftables chains and maps (wipe, tests); missing is fine."""

@@ -27,6 +27,13 @@ class Ipam:
         self._first, self._last = int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1
         self._cursor: int | None = None  # the last address handed out by this instance
 
+    def retarget(self, subnet: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address) -> None:
+        """Hand out addresses of another subnet from now on; held addresses stay held."""
+        with self._lock:
+            self.subnet, self.gateway = subnet, gateway
+            self._first, self._last = int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1
+            self._cursor = None
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

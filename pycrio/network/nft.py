@@ -63,7 +63,7 @@ def run(script: str) -> None:
         raise OSError(f"nft -f failed (exit {proc.returncode}): {proc.stderr.strip()}\nscript:\n{script}")
 
 
-def ensure_bridge_rules(bridge: str, subnet: ipaddress.IPv4Network, masquerade: bool) -> None:
+def ensure_bridge_rules(bridge: str, subnets: list[ipaddress.IPv4Network], masquerade: bool) -> None:
     """The bridge's chains with their rules and its (kept) maps; idempotent, atomic."""
     t, masq, pre, out, guard = TABLE, *_chains(bridge)
     dnat = [
@@ -80,13 +80,16 @@ def ensure_bridge_rules(bridge: str, subnet: ipaddress.IPv4Network, masquerade: 
         f"add chain ip {t} {guard} {{ type filter hook input priority filter; policy accept; }}",
         *(f"flush chain ip {t} {c}" for c in (masq, pre, out, guard)),
     ]
-    if masquerade:
+    for subnet in subnets if masquerade else []:
         lines.append(
             f'add rule ip {t} {masq} ip saddr {subnet} ip daddr != {subnet} masquerade comment "pycrio {bridge}"'
         )
+    lines.append(f'add rule ip {t} {masq} oifname "{bridge}" ip saddr 127.0.0.0/8 ct status dnat masquerade')
+    for subnet in subnets:
+        lines.append(
+            f'add rule ip {t} {masq} oifname "{bridge}" ip saddr {subnet} ip daddr {subnet} ct status dnat masquerade'
+        )
     lines += [
-        f'add rule ip {t} {masq} oifname "{bridge}" ip saddr 127.0.0.0/8 ct status dnat masquerade',
-        f'add rule ip {t} {masq} oifname "{bridge}" ip saddr {subnet} ip daddr {subnet} ct status dnat masquerade',
         *(f"add rule ip {t} {pre} {rule}" for rule in dnat),
         *(f"add rule ip {t} {out} {rule}" for rule in dnat),
         f'add rule ip {t} {guard} iifname "{bridge}" ip daddr 127.0.0.0/8 ct status ! dnat drop',

@@ -1,15 +1,19 @@
-"""Version, Status and RuntimeConfig: what the runtime is and whether it can serve."""
+"""Version, Status, RuntimeConfig and UpdateRuntimeConfig: what the runtime is and whether it can serve."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 
 from pycrio import __version__
 from pycrio.config import Config
 from pycrio.cri import api_pb2
+from pycrio.network import BuiltinNetwork
 from pycrio.oci import runtime_binary
+
+logger = logging.getLogger("pycrio.runtime_info")
 
 RUNTIME_NAME = "pycrio"
 RUNTIME_API_VERSION = "v1"
@@ -75,6 +79,15 @@ class RuntimeInfoServicer:
             runtime_handlers=handlers,
             features=api_pb2.RuntimeFeatures(),
         )
+
+    async def UpdateRuntimeConfig(self, request, context):
+        cidr = request.runtime_config.network_config.pod_cidr
+        network = self.daemon.network
+        if cidr and isinstance(network, BuiltinNetwork):
+            await asyncio.to_thread(network.set_pod_cidr, cidr)
+        elif cidr:
+            logger.info("UpdateRuntimeConfig: pod CIDR %s left to the network plugin's own IPAM", cidr)
+        return api_pb2.UpdateRuntimeConfigResponse()
 
     async def RuntimeConfig(self, request, context):
         driver = api_pb2.SYSTEMD if self.cfg.runtime.cgroup_manager == "systemd" else api_pb2.CGROUPFS

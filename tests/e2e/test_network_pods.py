@@ -159,3 +159,30 @@ def test_an_exhausted_subnet_is_resource_exhausted_and_leaves_nothing(daemon_fac
     finally:
         node.cleanup()
     assert d.stop() == 0
+
+
+def _update_cidr(node: Node, cidr: str) -> None:
+    config = api_pb2.RuntimeConfig(network_config=api_pb2.NetworkConfig(pod_cidr=cidr))
+    node.rt.UpdateRuntimeConfig(api_pb2.UpdateRuntimeConfigRequest(runtime_config=config))
+
+
+def test_update_runtime_config_pod_cidr_applies_to_new_pods_and_outlives_a_restart(netnode):
+    old_pod = netnode.pod()
+    old_ip = _ip(netnode, old_pod)
+    cidr = "10.98.{}.0/24".format(int.from_bytes(os.urandom(1), "big"))
+    _update_cidr(netnode, f"{cidr},fd00:10::/64")  # the kubelet's dual-stack list: the IPv4 one counts
+    new_pod = netnode.pod()
+    assert ipaddress.IPv4Address(_ip(netnode, new_pod)) in ipaddress.IPv4Network(cidr)
+    assert _ip(netnode, old_pod) == old_ip
+    # Pods of the old and the new subnet still reach each other (through the host).
+    server = netnode.run(old_pod, SERVE, name="server")
+    client = netnode.run(new_pod, ["sleep", "3600"], name="client")
+    _wait_listening(netnode, server)
+    assert netnode.exec(client, ["nc", old_ip, "8080"]).stdout == b"hello from the pod\n"
+    netnode.d.stop()
+    netnode.d.start()
+    assert ipaddress.IPv4Address(_ip(netnode, netnode.pod())) in ipaddress.IPv4Network(cidr)
+    for bad in ("10.1.2.3/24", "banana", "10.1.0.0/31"):
+        with pytest.raises(grpc.RpcError) as e:
+            _update_cidr(netnode, bad)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "pod CIDR" in e.value.details()

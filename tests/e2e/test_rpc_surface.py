@@ -11,6 +11,7 @@ IMPLEMENTED = {
     "Version",
     "Status",
     "RuntimeConfig",
+    "UpdateRuntimeConfig",
     "PullImage",
     "ImageStatus",
     "ListImages",
