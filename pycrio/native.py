@@ -294,3 +294,16 @@ def pause_spawn(
     rc = lib.pycrio_pause_spawn(_path(pause_path), opt(netns), opt(ipcns), opt(utsns), oom_score_adj, files, err)
     del keep
     return check(rc, err)
+
+
+# Sockets inside a pod's network namespace, for port-forward (csrc/netns_socket.c).
+
+
+def netns_socket(netns_path: str | os.PathLike[str], family: int, kind: int) -> int:
+    """A new close-on-exec socket(family, kind) that lives in the network namespace pinned at netns_path.
+
+    The caller owns the descriptor. No thread of this process changes namespace: a child sharing
+    its memory and descriptor table makes the socket. Runs without the GIL.
+    """
+    err = new_err()
+    return check(lib.pycrio_netns_socket(_path(netns_path), family, kind, err), err)
