@@ -10,6 +10,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -436,3 +437,17 @@ def test_not_ready_network_and_run_pod_sandbox_fails_cleanly(env, daemon_factory
         assert _network_condition(d).status, "a conflist written later makes the network ready, no restart"
     finally:
         assert d.stop() == 0, d.log()
+
+
+def test_wipe_deletes_stored_attachments_and_the_cache(cni_node, env):
+    node = cni_node
+    node.pod(port_mappings=[api_pb2.PortMapping(protocol=api_pb2.TCP, container_port=80, host_port=23457)])
+    assert env.reserved_ips() and env.nat_rules()
+    node.d.stop(signal.SIGKILL)
+    done = subprocess.run(
+        [sys.executable, "-m", "pycrio.cli", "wipe", *node.d.args()], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "CNI DEL of pod" in done.stdout and "failed" not in done.stdout
+    assert env.reserved_ips() == [] and env.nat_rules() == []
+    assert not os.path.exists(os.path.join(node.d.root, "cni"))
