@@ -8,6 +8,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -17,6 +18,7 @@ import psutil
 import pytest
 
 from pycrio import monitor
+from pycrio.attach import open_attach
 from pycrio.monitor import MonitorError
 from tests.native.test_monitor import ENV, Case, joined, monitors_of, parse_log, sh
 from tests.support.bundle import make_bundle
@@ -478,3 +480,62 @@ def test_client_attached_before_start_gets_all_output(case):
     c.start()
     assert client.output() == {"stdout": b"started\n", "stderr": b""}
     psutil.Process(mon.pid).wait(5)
+
+
+FAKE_TTY_RUNTIME = """#!{python}
+# A stand-in for `runc create --console-socket`: a pty with cat on it, sent once {gate} exists.
+import os, socket, sys, time
+args = sys.argv[1:]
+console, pid_file = args[args.index("--console-socket") + 1], args[args.index("--pid-file") + 1]
+master, slave = os.openpty()
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.closerange(3, 1024)
+    os.execv("/bin/cat", ["cat"])
+os.close(slave)
+while not os.path.exists("{gate}"):
+    time.sleep(0.02)
+with open(pid_file, "w") as f:
+    f.write(str(pid))
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(console)
+socket.send_fds(s, [b"pty"], [master])
+"""
+
+
+def test_tty_input_before_the_pty_arrives(case, tmpdir_short):
+    """Input written while create runs waits in the monitor until the runtime sends the pty."""
+    c = case(["true"])
+    gate = os.path.join(tmpdir_short, "gate")
+    fake = os.path.join(tmpdir_short, "fake-tty-runtime")
+    with open(fake, "w") as f:
+        f.write(FAKE_TTY_RUNTIME.format(python=sys.executable, gate=gate))
+    os.chmod(fake, 0o755)
+
+    async def main():
+        spawning = asyncio.create_task(
+            monitor.spawn(c.id, **c.spawn_kwargs(runtime=fake, terminal=True, stdin=True, stdin_once=True))
+        )
+        for _ in range(200):
+            if os.path.exists(c.ctl + ".attach"):
+                break
+            await asyncio.sleep(0.01)
+        session = await open_attach(c.ctl, stdin=True)
+        assert session.tty and session.stdin
+        await session.write(b"early\n")
+        await asyncio.sleep(0.2)
+        assert not spawning.done()
+        open(gate, "w").close()
+        await spawning
+        got = b""
+        async with asyncio.timeout(10):
+            while got.replace(b"\r", b"").count(b"early\n") < 2:  # the pty's echo, then cat's
+                stream, data = await session.read()
+                got += data
+        await session.close()  # stdin_once: VEOF, cat ends
+
+    asyncio.run(main())
+    assert c.wait_exit().exit_code == 0
