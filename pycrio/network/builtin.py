@@ -54,8 +54,7 @@ class BuiltinNetwork:
         self._cidr_file = os.path.join(os.path.dirname(db.path), "pod-cidr.json")
         self._load_pod_cidr()
         self.ipam = Ipam(db, self.subnet, self.gateway)
-        # Pod addresses with published hostPorts: teardown of the others skips the `nft` calls.
-        self._published: set[str] = set()
+        self.hostports = hostports.HostPorts(cfg.bridge)
 
     def close(self) -> None:
         self.ipam.close()
@@ -65,7 +64,7 @@ class BuiltinNetwork:
     def start(self) -> None:
         """At daemon start: make the network able to serve (the backends' common entry point)."""
         self.ensure_bridge()
-        self._published = {pod_ip for *_, pod_ip, _ in hostports.published(self.cfg.bridge)}
+        self.hostports.load()
 
     def ensure_bridge(self) -> None:
         """Bridge present, up, MTU, gateway/prefix on it; ip_forward=1; the masquerade rule. Idempotent."""
@@ -148,6 +147,7 @@ class BuiltinNetwork:
     def remove_bridge(self) -> None:
         """Delete the bridge and its nftables chains and maps (wipe, tests); missing is fine."""
         remove_bridge(self.cfg.bridge)
+        self.hostports.clear()
 
     def ready(self) -> tuple[bool, str]:
         """(True, "") when the bridge exists and is administratively up; else (False, why)."""
@@ -199,8 +199,7 @@ class BuiltinNetwork:
                 _nl(ipr.link, "set", ifname=host, state="up")
             _configure_inside(netns_path, ip, self.subnet.prefixlen, self.gateway)
             if pod is not None and pod.port_mappings:
-                hostports.add(self.cfg.bridge, pod_id, str(ip), pod.port_mappings)
-                self._published.add(str(ip))
+                self.hostports.add(pod_id, str(ip), pod.port_mappings)
             rollback.pop_all()  # success: keep the veth, the address and the hostPorts
         return PodNetwork(ip=str(ip), prefix=self.subnet.prefixlen, gateway=str(self.gateway), host_veth=host)
 
@@ -212,9 +211,8 @@ class BuiltinNetwork:
         with it far more cheaply than a veth delete (about 20 ms under rtnl here).
         """
         ip = self.ipam.address(pod_id)
-        if ip is not None and ip in self._published:
-            hostports.remove(self.cfg.bridge, ip)
-            self._published.discard(ip)
+        if ip is not None:
+            self.hostports.remove(ip)
         if delete_veth:
             _delete_link(host_veth_name(pod_id))
         self.ipam.release(pod_id)

@@ -1,8 +1,10 @@
 """hostPort mappings of the built-in network: elements of the bridge's nftables maps (see nft.py).
 
-A pod's mappings are added in one transaction with `create element`, which fails when the key
-is taken, so two pods never share a hostPort and a refused pod adds nothing. They are removed
-by value (the pod's address), so teardown, recovery and wipe need no record of them.
+A pod's mappings are added in one transaction with `create element` (which also fails when the
+key is taken), after a check against the in-memory index that also catches a port on one address
+against the same port on every address; so two pods never share a hostPort and a refused pod adds
+nothing. They are removed by value (the pod's address): teardown and recovery need no record of
+them, and wipe removes the whole maps.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import threading
 from pycrio.errors import FailedPrecondition, InvalidArgument
 from pycrio.network import nft
 from pycrio.network.pod import PortMapping
-
-_lock = threading.Lock()  # check-then-create of the any/addr overlap is one step per process
 
 
 def _host_ip(mapping: PortMapping) -> str:
@@ -46,52 +46,68 @@ def _check(mappings: list[PortMapping]) -> None:
         seen.add(key)
 
 
-def add(bridge: str, pod_id: str, pod_ip: str, mappings: list[PortMapping]) -> None:
-    """Publish the pod's hostPorts; FailedPrecondition (nothing added) when one is taken by another pod."""
-    _check(mappings)
-    with _lock:
-        taken_any = {(p, port) for (p, port), _ in _elements(nft.any_map(bridge))}
-        taken_addr = {(ip, p, port) for (ip, p, port), _ in _elements(nft.addr_map(bridge))}
-        lines = []
-        for m in mappings:
-            host_ip = _host_ip(m)
-            clash = (m.protocol, m.host_port) in taken_any or (
-                (host_ip == "" and any((p, port) == (m.protocol, m.host_port) for _, p, port in taken_addr))
-                or (host_ip, m.protocol, m.host_port) in taken_addr
-            )
-            where = f"{host_ip or '0.0.0.0'}:{m.host_port}/{m.protocol}"
-            if clash:
-                raise FailedPrecondition(f"pod {pod_id[:12]}: hostPort {where} is already used by another pod")
-            value = f"{pod_ip} . {m.container_port}"
-            if host_ip:
-                lines.append(
-                    f"create element ip {nft.TABLE} {nft.addr_map(bridge)} "
-                    f"{{ {host_ip} . {m.protocol} . {m.host_port} : {value} }}"
-                )
-            else:
-                lines.append(
-                    f"create element ip {nft.TABLE} {nft.any_map(bridge)} {{ {m.protocol} . {m.host_port} : {value} }}"
-                )
-        try:
-            nft.run("\n".join(lines) + "\n")
-        except OSError as e:
-            if "File exists" in str(e):  # another daemon on this bridge was faster
-                raise FailedPrecondition(f"pod {pod_id[:12]}: a hostPort is already used by another pod") from e
-            raise
-    _forget_udp_flows(mappings)
+class HostPorts:
+    """The hostPorts published on one bridge, indexed in memory (loaded from nftables at start), so
+    adding or removing a pod's mappings is one `nft` run. Thread-safe."""
 
+    def __init__(self, bridge: str):
+        self.bridge = bridge
+        self._lock = threading.Lock()
+        self._by_key: dict[tuple[str, str, int], str] = {}  # (host ip or "", protocol, port) -> pod ip
 
-def remove(bridge: str, pod_ip: str) -> int:
-    """Unpublish every hostPort that leads to pod_ip; how many there were. Missing maps are fine."""
-    lines = []
-    with _lock:
-        for name in (nft.addr_map(bridge), nft.any_map(bridge)):
-            for key, value in _elements(name):
-                if value and value[0] == pod_ip:
-                    lines.append(f"delete element ip {nft.TABLE} {name} {{ {' . '.join(map(str, key))} }}")
-        if lines:
-            nft.run("\n".join(lines) + "\n")
-    return len(lines)
+    def load(self) -> None:
+        """Read what is published (a restarted daemon's pods)."""
+        with self._lock:
+            self._by_key = {(ip, p, port): pod_ip for ip, p, port, pod_ip, _ in published(self.bridge)}
+
+    def add(self, pod_id: str, pod_ip: str, mappings: list[PortMapping]) -> None:
+        """Publish the pod's hostPorts; FailedPrecondition (nothing added) when one is taken by another pod."""
+        _check(mappings)
+        with self._lock:
+            lines, keys = [], []
+            for m in mappings:
+                key = (_host_ip(m), m.protocol, m.host_port)
+                # The same port on the same address, or on every address against any one address.
+                if any(k[1:] == key[1:] and (k[0] == key[0] or "" in (k[0], key[0])) for k in self._by_key):
+                    where = f"{key[0] or '0.0.0.0'}:{m.host_port}/{m.protocol}"
+                    raise FailedPrecondition(f"pod {pod_id[:12]}: hostPort {where} is already used by another pod")
+                keys.append(key)
+                value = f"{pod_ip} . {m.container_port}"
+                if key[0]:
+                    name, elem = nft.addr_map(self.bridge), f"{key[0]} . {m.protocol} . {m.host_port}"
+                else:
+                    name, elem = nft.any_map(self.bridge), f"{m.protocol} . {m.host_port}"
+                lines.append(f"create element ip {nft.TABLE} {name} {{ {elem} : {value} }}")
+            try:
+                nft.run("\n".join(lines) + "\n")
+            except OSError as e:
+                if "File exists" in str(e):  # published by someone else on this bridge
+                    raise FailedPrecondition(f"pod {pod_id[:12]}: a hostPort is already used by another pod") from e
+                raise
+            self._by_key.update(dict.fromkeys(keys, pod_ip))
+        _forget_udp_flows(mappings)
+
+    def remove(self, pod_ip: str) -> int:
+        """Unpublish every hostPort that leads to pod_ip; how many there were."""
+        with self._lock:
+            keys = [k for k, ip in self._by_key.items() if ip == pod_ip]
+            lines = []
+            for host_ip, protocol, port in keys:
+                if host_ip:
+                    name, elem = nft.addr_map(self.bridge), f"{host_ip} . {protocol} . {port}"
+                else:
+                    name, elem = nft.any_map(self.bridge), f"{protocol} . {port}"
+                lines.append(f"delete element ip {nft.TABLE} {name} {{ {elem} }}")
+            if lines:
+                nft.run("\n".join(lines) + "\n")
+            for k in keys:
+                del self._by_key[k]
+        return len(keys)
+
+    def clear(self) -> None:
+        """Forget everything (the bridge and its maps were removed)."""
+        with self._lock:
+            self._by_key.clear()
 
 
 def published(bridge: str) -> list[tuple[str, str, int, str, int]]:
