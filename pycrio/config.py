@@ -146,6 +146,15 @@ class NetworkConfig:
 
 
 @dataclass
+class StreamingConfig:
+    """[pycrio.streaming]: the server for exec, attach and port-forward (the URLs Exec, Attach, PortForward return)."""
+
+    address: str = opt("127.0.0.1", "IP address the streaming server listens on (the kubelet connects there).")
+    port: int = opt(0, "TCP port of the streaming server; 0 picks a free port at each start.")
+    token_lifetime: int = opt(60, "Seconds a streaming URL stays valid; each works once.")
+
+
+@dataclass
 class Config:
     """[pycrio]: the whole configuration."""
 
@@ -158,6 +167,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
 
     def resolved(self) -> Config:
         """A copy with every derived ("") path filled in."""
@@ -167,6 +177,7 @@ class Config:
             runtime=dataclasses.replace(self.runtime, runtimes=dict(self.runtime.runtimes)),
             image=dataclasses.replace(self.image),
             network=dataclasses.replace(self.network),
+            streaming=dataclasses.replace(self.streaming),
         )
         if not cfg.network.gateway:
             with contextlib.suppress(ValueError):  # load() validated it; a hand-built Config may not be
@@ -334,6 +345,7 @@ def load(
 def _check_whole(cfg: Config, origin: dict[str, Any]) -> None:
     """Checks that span options, after every source applied; origin: where default_runtime was set."""
     _check_network(cfg.network)
+    _check_streaming(cfg.streaming)
     if cfg.runtime.default_runtime not in cfg.runtime.runtimes:
         known = ", ".join(sorted(cfg.runtime.runtimes)) or "none"
         raise ConfigError(
@@ -379,6 +391,18 @@ def _check_network(net: NetworkConfig) -> None:
         raise ConfigError(
             f"expected between 1 and 3600 seconds, got {net.cni_timeout}", key="pycrio.network.cni_timeout"
         )
+
+
+def _check_streaming(s: StreamingConfig) -> None:
+    """[pycrio.streaming]: an IP address, a port, a lifetime of at least a second."""
+    try:
+        ipaddress.ip_address(s.address)
+    except ValueError as e:
+        raise ConfigError(f"expected an IP address: {e}", key="pycrio.streaming.address") from e
+    if s.port > 65535:
+        raise ConfigError(f"expected a port between 0 and 65535, got {s.port}", key="pycrio.streaming.port")
+    if s.token_lifetime < 1:
+        raise ConfigError(f"expected at least 1 second, got {s.token_lifetime}", key="pycrio.streaming.token_lifetime")
 
 
 # ---------------------------------------------------------------- rendering

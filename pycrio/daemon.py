@@ -24,7 +24,9 @@ from pycrio.server.pod_service import PodServicer
 from pycrio.server.rpc import generic_handler
 from pycrio.server.runtime_info import RuntimeInfoServicer
 from pycrio.server.stats_service import StatsServicer
+from pycrio.server.streaming_service import StreamingServicer
 from pycrio.state import Database
+from pycrio.streaming.server import StreamingServer
 
 logger = logging.getLogger("pycrio.daemon")
 
@@ -42,6 +44,7 @@ class Daemon:
         self.images: Images | None = None
         self.lifecycle: Lifecycle | None = None
         self.network: NetworkBackend | None = None
+        self.streaming: StreamingServer | None = None
         self.lock = listen.SocketLock(listen.socket_path(self.cfg.api.listen))
         self.stopped = asyncio.Event()
 
@@ -62,13 +65,14 @@ class Daemon:
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg)]
         )
-        assert self.images is not None and self.lifecycle is not None
+        assert self.images is not None and self.lifecycle is not None and self.streaming is not None
         servicers: list[object] = [
             RuntimeInfoServicer(self),
             ImageServicer(self.images),
             PodServicer(self.lifecycle),
             ContainerServicer(self.lifecycle),
             StatsServicer(self.lifecycle),
+            StreamingServicer(self.lifecycle, self.streaming),
         ]
         services = api_pb2.DESCRIPTOR.services_by_name
         server.add_generic_rpc_handlers(
@@ -96,6 +100,8 @@ class Daemon:
             self.lifecycle = Lifecycle(self.cfg, self.db, self.images, self.network)
             self.images.images_in_use = self.lifecycle.store.image_in_use
             await self.lifecycle.start()
+            self.streaming = StreamingServer(self.cfg.streaming, self.lifecycle)
+            await self.streaming.start()
             listen.clear_stale(path)
             self.server = self.create_server()
             self.server.add_insecure_port(f"unix:{path}")
@@ -104,6 +110,8 @@ class Daemon:
         except BaseException:
             if self.server is not None:
                 await self.server.stop(None)
+            if self.streaming is not None:
+                await self.streaming.stop()
             await self._close_state()
             self.lock.release()
             raise
@@ -118,6 +126,9 @@ class Daemon:
         logger.info("shutting down: in-flight requests get %.0f s", SHUTDOWN_GRACE)
         await self.server.stop(SHUTDOWN_GRACE)
         self.server = None
+        if self.streaming is not None:
+            await self.streaming.stop()
+            self.streaming = None
         await self._close_state()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(listen.socket_path(self.cfg.api.listen))
