@@ -426,3 +426,84 @@ def test_port_forward_websocket(running):
 
     got, error = run(scenario())
     assert got == b"ping" and b"7999" in error
+
+
+# ---------------------------------------------------------------- attach
+
+
+def attach_url(node, cid, stdin=True, stdout=True, stderr=True, tty=False) -> str:
+    req = api_pb2.AttachRequest(container_id=cid, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty)
+    return node.rt.Attach(req, timeout=10).url
+
+
+async def read_until(stream, needle: bytes, timeout: float = 10) -> bytes:
+    seen = b""
+    while needle not in seen:
+        chunk = await asyncio.wait_for(stream.read(), timeout)
+        assert chunk, f"stream ended before {needle!r}: {seen!r}"
+        seen += chunk
+    return seen
+
+
+def test_attach_spdy_pipes_and_tty(node):
+    pod = node.pod()
+    piped = node.run(
+        pod, ["sh", "-c", "while read l; do echo got:$l; echo err:$l >&2; done; echo bye"], name="piped", stdin=True
+    )
+    shell = node.run(pod, ["sh"], name="shell", stdin=True, tty=True)
+
+    once = node.run(pod, ["sh", "-c", "while read l; do echo got:$l; done; echo bye"], name="once", stdin=True,
+                    stdin_once=True)  # fmt: skip
+
+    async def session(cid, line: bytes, end_stdin: bool):
+        client = await SpdyClient.connect(attach_url(node, cid), ["v4.channel.k8s.io"])
+        error = await client.open_stream({"streamtype": "error"})
+        stdin = await client.open_stream({"streamtype": "stdin"})
+        stdout = await client.open_stream({"streamtype": "stdout"})
+        stderr = await client.open_stream({"streamtype": "stderr"})
+        await stdin.write(line + b"\n")
+        seen = await read_until(stdout, b"got:" + line)
+        if cid == piped:
+            await read_until(stderr, b"err:" + line)
+        if not end_stdin:
+            await client.close()  # detach: the container goes on
+            return seen, None
+        await stdin.close()  # stdin_once: the container's stdin ends, it exits, the session ends
+        seen += await stdout.read_all()
+        status = status_of(await asyncio.wait_for(error.read_all(), 10))
+        await client.close()
+        return seen, status
+
+    run(session(piped, b"hello", False))
+    run(session(piped, b"again", False))
+    assert node.status(piped).state == api_pb2.CONTAINER_RUNNING
+    seen, status = run(session(once, b"last", True))
+    assert b"bye" in seen and status == {"metadata": {}, "status": "Success"}
+    assert node.wait_exit(once).exit_code == 0
+
+    async def tty():
+        client = await SpdyClient.connect(attach_url(node, shell, stderr=False, tty=True), ["v4.channel.k8s.io"])
+        error = await client.open_stream({"streamtype": "error"})
+        stdin = await client.open_stream({"streamtype": "stdin"})
+        stdout = await client.open_stream({"streamtype": "stdout"})
+        resize = await client.open_stream({"streamtype": "resize"})
+        await resize.write(b'{"Width":91,"Height":19}')
+        await asyncio.sleep(0.3)
+        await stdin.write(b"stty size\n")
+        seen = await read_until(stdout, b"19 91")
+        await stdin.write(b"exit 0\n")
+        await stdout.read_all()
+        status = status_of(await asyncio.wait_for(error.read_all(), 10))
+        await client.close()
+        return seen, status
+
+    seen, status = run(tty())
+    assert status["status"] == "Success"
+    assert node.wait_exit(shell).exit_code == 0
+
+
+def test_attach_websocket(node):
+    pod = node.pod()
+    cid = node.run(pod, ["sh", "-c", "read l; echo got:$l"], name="once", stdin=True, stdin_once=True)
+    out, _, error = run(ws_exec(attach_url(node, cid), "v5.channel.k8s.io", stdin=b"ws\n", close_stdin=False))
+    assert out == b"got:ws\n" and status_of(error)["status"] == "Success"
