@@ -52,17 +52,20 @@ test-asan: build ## C tests with AddressSanitizer + UBSan (a sanitized copy unde
 	../../$(PY) -m pytest -q -p no:cacheprovider tests/native $(PYTEST_ARGS)
 
 FUZZ_SECONDS ?= 30
+SPDY_FUZZ_SECONDS ?= 10
 FUZZ_CC ?= clang
 FUZZ_DIR := build/fuzz
 FUZZ_LIBS = -lz -lzstd -lcrypto $(shell printf '\#include <isa-l.h>\n' | $(FUZZ_CC) -E -x c - >/dev/null 2>&1 && echo -DPYCRIO_HAVE_ISAL -lisal)
 
-fuzz: $(STAMP) ## fuzz the layer extractor with libFuzzer for FUZZ_SECONDS (needs clang, libclang-rt-14-dev)
+fuzz: $(STAMP) ## fuzz the layer extractor (FUZZ_SECONDS) and the SPDY frame parser (SPDY_FUZZ_SECONDS) (needs clang, libclang-rt-14-dev)
 	mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/crashes
 	$(FUZZ_CC) -std=gnu11 -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -Icsrc \
 	-o $(FUZZ_DIR)/fuzz_extract csrc/fuzz/fuzz_extract.c csrc/err.c csrc/fdio.c csrc/extract*.c $(FUZZ_LIBS)
 	$(PY) -m tests.support.fuzz_seeds $(FUZZ_DIR)/corpus
 	$(FUZZ_DIR)/fuzz_extract -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 -rss_limit_mb=2048 \
 	-dict=csrc/fuzz/tar.dict -artifact_prefix=$(FUZZ_DIR)/crashes/ -print_final_stats=1 $(FUZZ_DIR)/corpus
+	$(PY) -m tests.support.fuzz_spdy $(FUZZ_DIR)/spdy-corpus -max_total_time=$(SPDY_FUZZ_SECONDS) -max_len=4096 \
+	-artifact_prefix=$(FUZZ_DIR)/crashes/spdy- -print_final_stats=1
 
 lint: build ## ruff, mypy and the C format check
 	$(VENV)/bin/ruff check pycrio tests benchmarks build.py setup.py
