@@ -79,7 +79,7 @@ int mon_attach_listen(struct monitor *m)
     if (n < 0 || (size_t)n >= sizeof(a->path))
         return mon_fail(m, ENAMETOOLONG, "attach socket path %s.attach is too long",
                         m->args.ctl_socket);
-    rc = mon_listen_unix(m, a->path, SOCK_STREAM, MON_MAX_ATTACH, &a->listen_fd);
+    rc = mon_listen_unix(m, a->path, SOCK_STREAM, 4 * MON_MAX_ATTACH, &a->listen_fd);
     if (rc < 0)
         return rc;
     a->bound = true;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import stat
@@ -55,8 +56,8 @@ class Client:
 
     def __init__(self, case: Case, timeout: float = 10.0):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(case.ctl + ".attach")  # blocking: waits while the listen backlog is full
         self.sock.settimeout(timeout)
-        self.sock.connect(case.ctl + ".attach")
         self.buf = b""
 
     def _fill(self, n: int) -> bool:
@@ -120,7 +121,11 @@ def wait_file(name: str) -> str:
 
 def monitor_fds(case: Case) -> list[str]:
     (mon,) = monitors_of(case.id)
-    return sorted(os.readlink(f"/proc/{mon.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{mon.pid}/fd"))
+    links = []
+    for fd in os.listdir(f"/proc/{mon.pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+            links.append(os.readlink(f"/proc/{mon.pid}/fd/{fd}"))
+    return sorted(links)
 
 
 def running(case: Case) -> bool:
@@ -539,3 +544,33 @@ def test_tty_input_before_the_pty_arrives(case, tmpdir_short):
 
     asyncio.run(main())
     assert c.wait_exit().exit_code == 0
+
+
+@pytest.mark.skipif(os.environ.get("PYCRIO_SANITIZE") == "1", reason="a sanitized monitor's RSS is not the budget's")
+def test_rss_budget_with_sixteen_clients(case):
+    """docs/monitor.md, "Resources": 1 MiB of VmRSS, with every attach buffer in use."""
+    c = case(["cat"])
+    pid = c.spawn(stdin=True)
+    c.start()
+    mon = psutil.Process(pid).parent()
+    data = os.urandom(4 << 20)
+
+    async def main():
+        sessions = [await open_attach(c.ctl, stdin=i == 0) for i in range(MAX_CLIENTS)]
+
+        async def drain(session):
+            got = 0
+            while got < len(data):
+                item = await session.read()
+                assert item is not None, "a reading session was disconnected"
+                got += len(item[1])
+
+        async with asyncio.timeout(60):
+            await asyncio.gather(sessions[0].write(data), *(drain(s) for s in sessions))
+        for s in sessions:
+            await s.close()
+
+    asyncio.run(main())
+    with open(f"/proc/{mon.pid}/status") as f:
+        rss_kb = int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+    assert rss_kb <= 1024, f"VmRSS {rss_kb} kB"
