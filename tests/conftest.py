@@ -63,14 +63,17 @@ def _cgroups() -> set[str]:
 
 
 def remove_test_cgroups() -> None:
-    """rmdir the (empty) pod cgroup parents that runc created for test pods, deepest first."""
+    """rmdir the (empty) pod cgroup parents that runc created for test pods, deepest first (with
+    SHARED_HOST only those of this session's daemons: another session's may be in the making)."""
     for controller in os.listdir("/sys/fs/cgroup"):
         base = os.path.join("/sys/fs/cgroup", controller, "pycrio-tests")
         if not os.path.isdir(base):
             continue
-        for top, _, _ in sorted(os.walk(base), key=lambda w: -w[0].count("/")):
-            with contextlib.suppress(OSError):  # not empty: a leak the guard reports
-                os.rmdir(top)
+        tops = [os.path.join(base, b) for b in _session_bridges] if SHARED_HOST else [base]
+        for top in tops:
+            for path, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+                with contextlib.suppress(OSError):  # not empty: a leak the guard reports
+                    os.rmdir(path)
 
 
 def _children() -> set[tuple[int, str]]:

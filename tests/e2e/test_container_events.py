@@ -66,7 +66,7 @@ def test_update_container_resources(node):  # noqa: F811
     node.rt.UpdateContainerResources(api_pb2.UpdateContainerResourcesRequest(container_id=cid, linux=resources))
     cgroup = node.status(cid)  # the status reports what was applied
     assert cgroup.resources.linux.memory_limit_in_bytes == limit
-    path = f"{V1_MEMORY}/pycrio-tests/pod{node.count}/pycrio-{cid}/memory.limit_in_bytes"
+    path = f"{V1_MEMORY}{node.cgroup_base}/pod{node.count}/pycrio-{cid}/memory.limit_in_bytes"
     with open(path) as f:
         assert int(f.read()) == limit
     bad = api_pb2.LinuxContainerResources(memory_limit_in_bytes=1024)

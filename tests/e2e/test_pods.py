@@ -24,6 +24,8 @@ class Node:
         self.image = image
         self.logs = os.path.join(daemon.base, "logs")
         self.count = 0
+        # Under the daemon's own name: concurrent test sessions never share (or remove) a cgroup.
+        self.cgroup_base = f"/pycrio-tests/{daemon.bridge}"
 
     @property
     def rt(self):
@@ -36,7 +38,7 @@ class Node:
             log_directory=os.path.join(self.logs, str(self.count)),
             hostname=extra.pop("hostname", ""),
             linux=api_pb2.LinuxPodSandboxConfig(
-                cgroup_parent=f"/pycrio-tests/pod{self.count}",
+                cgroup_parent=f"{self.cgroup_base}/pod{self.count}",
                 security_context=api_pb2.LinuxSandboxSecurityContext(
                     namespace_options=api_pb2.NamespaceOption(network=network, pid=pid, ipc=ipc)
                 ),
