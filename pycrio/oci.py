@@ -30,6 +30,9 @@ def runtime_binary(cfg: Config, handler: str) -> str | None:
     return None
 
 
+DELETE_ATTEMPTS = 3
+
+
 class OCIRuntimeFailed(FailedPrecondition):
     """The OCI runtime refused or failed a command; the message carries its stderr."""
 
@@ -98,10 +101,17 @@ class OCIRuntime:
 
     async def delete(self, container_id: str, force: bool = True) -> None:
         """Remove the runtime's state of the container; one that does not exist is fine."""
-        code, _, err = await self._run("delete", *(["--force"] if force else []), container_id, check=False)
-        text = _message(err)
-        if code != 0 and "does not exist" not in text and "not found" not in text:
-            raise OCIRuntimeFailed(f"{self.handler} delete {container_id}: {text}")
+        for attempt in range(DELETE_ATTEMPTS):
+            code, _, err = await self._run("delete", *(["--force"] if force else []), container_id, check=False)
+            text = _message(err)
+            if code == 0 or "does not exist" in text or "not found" in text:
+                return
+            # runc 1.1 on cgroup v1 freezes a created container to kill it; when its init dies
+            # meanwhile the freeze fails ("invalid state transition from stopped to paused"), and a
+            # second delete finds it stopped.
+            if "invalid state transition" not in text or attempt == DELETE_ATTEMPTS - 1:
+                raise OCIRuntimeFailed(f"{self.handler} delete {container_id}: {text}")
+            await asyncio.sleep(0.02 * (attempt + 1))
 
     async def state(self, container_id: str) -> dict | None:
         """`runtime state` as a dict; None when the runtime does not know the container."""
