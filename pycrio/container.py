@@ -98,6 +98,7 @@ class ContainerOps:
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 json.dump(document, f)
             facts["stop_signal"] = stop_signal(image_config)
+            facts["user"] = spec.effective_user(document["process"]["user"])  # ContainerStatus.user
             facts["cgroups_path"] = document["linux"].get("cgroupsPath", "")
             timings["spec"] = time.monotonic() - t
             t = time.monotonic()

@@ -43,6 +43,7 @@ __all__ = [
     "ImageFacts",
     "RuntimeFacts",
     "container_spec",
+    "effective_user",
     "pause_spec",
     "resolve_user",
     "cgroup_version",
@@ -51,6 +52,7 @@ __all__ = [
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NGROUPS_MAX = 65536  # the kernel's limit on supplementary groups
 PAUSE_OOM_SCORE_ADJ = -998  # what the kubelet gives pods' infrastructure; clamped to the daemon's own
 
 ANNOTATION_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
@@ -221,7 +223,20 @@ def process_user(sc: api_pb2.LinuxContainerSecurityContext, image: ImageFacts) -
     elif sc.supplemental_groups_policy != api_pb2.Merge:
         raise InvalidArgument(f"supplemental_groups_policy {sc.supplemental_groups_policy}: expected Merge or Strict")
     extra = [check_id(g, "supplemental_groups entry") for g in sc.supplemental_groups]
-    return {"uid": uid, "gid": gid, "additionalGids": list(dict.fromkeys([gid, *memberships, *extra]))}
+    groups = list(dict.fromkeys([gid, *memberships, *extra]))
+    if len(groups) > NGROUPS_MAX:
+        raise InvalidArgument(f"{len(groups)} supplementary groups: setgroups(2) takes at most {NGROUPS_MAX}")
+    return {"uid": uid, "gid": gid, "additionalGids": groups}
+
+
+def effective_user(user: dict[str, Any]) -> dict[str, Any]:
+    """The identity a process.user gives the container's processes, as ContainerStatus.user reports it:
+    uid, gid and the supplementary groups as the kernel holds them (setgroups(2) sorts the list)."""
+    return {
+        "uid": user["uid"],
+        "gid": user["gid"],
+        "supplemental_groups": sorted(set(user.get("additionalGids", []))),
+    }
 
 
 def process_capabilities(sc: api_pb2.LinuxContainerSecurityContext, runtime: RuntimeFacts) -> dict[str, list[str]]:

@@ -58,4 +58,11 @@ def container_status(c: ContainerRecord) -> api_pb2.ContainerStatus:
     )
     if c.config.linux.HasField("resources"):
         status.resources.linux.CopyFrom(c.config.linux.resources)
+    user = c.facts.get("user")  # computed with the spec (spec.effective_user); absent in older records
+    if user:
+        status.user.linux.CopyFrom(
+            api_pb2.LinuxContainerUser(
+                uid=user["uid"], gid=user["gid"], supplemental_groups=user["supplemental_groups"]
+            )
+        )
     return status

@@ -77,7 +77,8 @@ class RuntimeInfoServicer:
             status=api_pb2.RuntimeStatus(conditions=conditions),
             info=info,
             runtime_handlers=handlers,
-            features=api_pb2.RuntimeFeatures(),
+            # SupplementalGroupsPolicy: Merge and Strict in spec.process_user, ContainerStatus.user reported.
+            features=api_pb2.RuntimeFeatures(supplemental_groups_policy=True),
         )
 
     async def UpdateRuntimeConfig(self, request, context):

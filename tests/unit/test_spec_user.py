@@ -335,3 +335,125 @@ def test_image_user_that_is_not_a_string_is_refused(rootfs):
     config = container_config(command=["/bin/sh"])
     with pytest.raises(InvalidArgument, match="User"):
         spec.container_spec("c1", config, sandbox_facts(), image_facts(rootfs, User=1000), runtime_facts())
+
+
+# ---------------------------------------------------------------- SupplementalGroupsPolicy, ContainerStatus.user
+
+# critest's test-image-predefined-group: default-user (1000) belongs to group-defined-in-image (50000).
+PREDEFINED_PASSWD = "root:x:0:0:root:/root:/bin/sh\ndefault-user:x:1000:1000::/home/default-user:/bin/sh\n"
+PREDEFINED_GROUP = "root:x:0:\ndefault-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n"
+
+
+@pytest.fixture
+def predefined(tmp_path):
+    return make_rootfs(tmp_path / "predefined", PREDEFINED_PASSWD, PREDEFINED_GROUP)
+
+
+def _policy(policy, **fields):
+    def sc(s):
+        if "uid" in fields:
+            s.run_as_user.value = fields["uid"]
+        if "username" in fields:
+            s.run_as_username = fields["username"]
+        if "gid" in fields:
+            s.run_as_group.value = fields["gid"]
+        s.supplemental_groups.extend(fields.get("extra", []))
+        s.supplemental_groups_policy = policy
+
+    return sc
+
+
+@pytest.mark.parametrize(
+    "policy,groups",
+    [(api_pb2.Merge, [1000, 1234, 50000]), (api_pb2.Strict, [1000, 1234])],
+    ids=["merge", "strict"],
+)
+def test_critest_predefined_group_image(predefined, policy, groups):
+    """What critest's SupplementalGroupsPolicy specs assert: uid 1000, gid 1000, and the sorted groups."""
+    for image_user, sc in (("1000", _policy(policy, extra=[1234])), ("", _policy(policy, uid=1000, extra=[1234]))):
+        process_user = user_of(predefined, sc, image_user=image_user)
+        assert spec.effective_user(process_user) == {"uid": 1000, "gid": 1000, "supplemental_groups": groups}
+
+
+@pytest.mark.parametrize(
+    "fields,merge,strict",
+    [
+        # run_as_user: the primary group from etc/passwd, memberships from etc/group by the uid's name
+        ({"uid": 1000}, user(1000, 1000, 1000, 10, 29), user(1000, 1000, 1000)),
+        # run_as_username resolves the same way
+        ({"username": "other"}, user(1001, 1001, 1001, 29, 44), user(1001, 1001, 1001)),
+        # run_as_group replaces the primary gid; Merge still adds the user's memberships
+        ({"uid": 1000, "gid": 3000}, user(1000, 3000, 3000, 10, 29), user(1000, 3000, 3000)),
+        # a uid the image does not know has no memberships under either policy
+        ({"uid": 4242, "extra": [7]}, user(4242, 0, 0, 7), user(4242, 0, 0, 7)),
+        # requested groups come after the image's; one repeated is listed once
+        (
+            {"uid": 1000, "extra": [29, 5000, 1000]},
+            user(1000, 1000, 1000, 10, 29, 5000),
+            user(1000, 1000, 1000, 29, 5000),
+        ),
+        # root: wheel (10) lists root
+        ({"uid": 0}, user(0, 0, 0, 10), user(0, 0, 0)),
+    ],
+)
+def test_merge_adds_image_groups_and_strict_does_not(rootfs, fields, merge, strict):
+    assert user_of(rootfs, _policy(api_pb2.Merge, **fields)) == merge
+    assert user_of(rootfs, _policy(api_pb2.Strict, **fields)) == strict
+
+
+@pytest.mark.parametrize("policy", [api_pb2.Merge, api_pb2.Strict])
+def test_image_user_group_spec_gets_that_group_only_under_either_policy(rootfs, policy):
+    assert user_of(rootfs, _policy(policy, extra=[5000]), image_user="app:video") == user(1000, 44, 44, 5000)
+    assert user_of(rootfs, _policy(policy), image_user="other") == (
+        user(1001, 1001, 1001, 29, 44) if policy == api_pb2.Merge else user(1001, 1001, 1001)
+    )
+
+
+@pytest.mark.parametrize("policy", [api_pb2.Merge, api_pb2.Strict])
+def test_run_as_group_without_user_is_refused_under_either_policy(rootfs, policy):
+    with pytest.raises(InvalidArgument, match="run_as_group is set without run_as_user"):
+        user_of(rootfs, _policy(policy, gid=5))
+
+
+def test_unknown_policy_is_refused(rootfs):
+    with pytest.raises(InvalidArgument, match="supplemental_groups_policy 7: expected Merge or Strict"):
+        user_of(rootfs, _policy(7, uid=1000))
+
+
+def test_more_groups_than_the_kernel_takes_are_refused(rootfs):
+    def sc(s):
+        s.run_as_user.value = 1000
+        s.supplemental_groups.extend(range(100_000, 100_000 + spec.NGROUPS_MAX))
+
+    with pytest.raises(InvalidArgument, match="at most 65536"):
+        user_of(rootfs, sc)
+
+
+def test_effective_user_is_sorted_and_unique():
+    assert spec.effective_user(user(5, 7, 7, 50000, 1234, 7)) == {
+        "uid": 5,
+        "gid": 7,
+        "supplemental_groups": [7, 1234, 50000],
+    }
+    assert spec.effective_user({"uid": 0, "gid": 0}) == {"uid": 0, "gid": 0, "supplemental_groups": []}
+
+
+def test_container_status_reports_the_recorded_user():
+    from pycrio.runtime_store import ContainerRecord
+    from pycrio.server.convert import container_status
+
+    record = ContainerRecord(
+        id="c" * 64,
+        pod_id="p" * 64,
+        name="p/c_0",
+        state="running",
+        config=container_config(),
+        image_id="sha256:" + "0" * 64,
+        image_ref="busybox",
+        created_ns=1,
+        facts={"user": {"uid": 1000, "gid": 1000, "supplemental_groups": [1000, 1234, 50000]}},
+    )
+    linux = container_status(record).user.linux
+    assert (linux.uid, linux.gid, list(linux.supplemental_groups)) == (1000, 1000, [1000, 1234, 50000])
+    record.facts = {}  # a record from before the fact was kept: no user reported
+    assert not container_status(record).HasField("user")
