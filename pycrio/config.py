@@ -129,6 +129,7 @@ class NetworkConfig:
         "", "The bridge's address and the pods' default route.", derived="the first host address of subnet"
     )
     mtu: int = opt(1500, "MTU of the bridge and of every pod's eth0.")
+    subnet6: str = opt("", 'IPv6 subnet (CIDR, e.g. "fd00:10:88::/64") for dual-stack pods; "" is IPv4 only.')
     masquerade: bool = opt(True, "Masquerade (SNAT) traffic from the subnet to destinations outside it.")
     cni_conf_dir: str = opt(
         "/etc/cni/net.d", "CNI: where the network configurations (.conflist, .conf, .json) are.", path=True
@@ -375,6 +376,13 @@ def _check_network(net: NetworkConfig) -> None:
             raise ConfigError(f"expected an IPv4 address: {e}", key="pycrio.network.gateway") from e
         if gateway not in subnet or gateway in (subnet.network_address, subnet.broadcast_address):
             raise ConfigError(f"{gateway} is not a host address of {subnet}", key="pycrio.network.gateway")
+    if net.subnet6:
+        try:
+            subnet6 = ipaddress.IPv6Network(net.subnet6, strict=True)
+        except ValueError as e:
+            raise ConfigError(f"expected an IPv6 CIDR like fd00:10:88::/64: {e}", key="pycrio.network.subnet6") from e
+        if subnet6.prefixlen > 120:
+            raise ConfigError(f"{net.subnet6} is too small: a /120 or larger is needed", key="pycrio.network.subnet6")
     if not 68 <= net.mtu <= 65535:
         raise ConfigError(f"expected an MTU between 68 and 65535, got {net.mtu}", key="pycrio.network.mtu")
     for d in net.cni_bin_dirs:

@@ -35,6 +35,7 @@ logger = logging.getLogger("pycrio.network")
 POD_IFNAME = "eth0"
 NSFS_MAGIC = 0x6E736673
 IFF_UP = 0x1
+IFA_F_NODAD = 0x02
 
 
 def host_veth_name(pod_id: str) -> str:
@@ -54,10 +55,16 @@ class BuiltinNetwork:
         self._cidr_file = os.path.join(os.path.dirname(db.path), "pod-cidr.json")
         self._load_pod_cidr()
         self.ipam = Ipam(db, self.subnet, self.gateway)
+        # Dual stack: an IPv6 address per pod beside the IPv4 one (PodNetwork.additional_ips).
+        self.subnet6 = ipaddress.IPv6Network(cfg.subnet6, strict=True) if cfg.subnet6 else None
+        self.gateway6 = next(self.subnet6.hosts()) if self.subnet6 else None
+        self.ipam6 = Ipam(db, self.subnet6, self.gateway6) if self.subnet6 and self.gateway6 else None
         self.hostports = hostports.HostPorts(cfg.bridge)
 
     def close(self) -> None:
         self.ipam.close()
+        if self.ipam6 is not None:
+            self.ipam6.close()
 
     # ------------------------------------------------------------ the bridge
 
@@ -89,6 +96,30 @@ class BuiltinNetwork:
         with open(f"/proc/sys/net/ipv4/conf/{br}/route_localnet", "w") as f:
             f.write("1")
         nft.ensure_bridge_rules(br, [self.subnet, *self.previous], self.cfg.masquerade)
+        if self.subnet6 is not None:
+            self._ensure_ipv6(br)
+        else:
+            nft.remove_bridge_rules6(br)
+
+    def _ensure_ipv6(self, br: str) -> None:
+        """The bridge's IPv6 gateway address (no DAD: usable at once), forwarding, masquerade."""
+        assert self.subnet6 is not None and self.gateway6 is not None
+        with open(f"/proc/sys/net/ipv6/conf/{br}/disable_ipv6", "w") as f:
+            f.write("0")
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=br)[0]
+            with contextlib.suppress(FileExistsError):
+                _nl(
+                    ipr.addr,
+                    "add",
+                    index=index,
+                    address=str(self.gateway6),
+                    prefixlen=self.subnet6.prefixlen,
+                    flags=IFA_F_NODAD,
+                )
+        with open("/proc/sys/net/ipv6/conf/all/forwarding", "w") as f:
+            f.write("1")
+        nft.ensure_bridge_rules6(br, self.subnet6, self.cfg.masquerade)
 
     # ------------------------------------------------------------ UpdateRuntimeConfig's pod CIDR
 
@@ -180,7 +211,8 @@ class BuiltinNetwork:
                     raise NotFound(f"network: bridge {self.cfg.bridge} does not exist (ensure_bridge not run)")
                 rollback = undo.enter_context(contextlib.ExitStack())
                 ip = self.ipam.allocate(pod_id)
-                rollback.callback(self.ipam.release, pod_id)
+                rollback.callback(self.ipam.release, pod_id)  # both families' addresses
+                ip6 = self.ipam6.allocate(pod_id) if self.ipam6 is not None else None
                 try:
                     _nl(
                         ipr.link,
@@ -197,11 +229,23 @@ class BuiltinNetwork:
                 with open(f"/sys/class/net/{host}/brport/hairpin_mode", "w") as f:
                     f.write("1")
                 _nl(ipr.link, "set", ifname=host, state="up")
-            _configure_inside(netns_path, ip, self.subnet.prefixlen, self.gateway)
+            commands = [f"addr add {ip}/{self.subnet.prefixlen} dev {POD_IFNAME}"]
+            if ip6 is not None and self.subnet6 is not None:
+                commands.append(f"addr add {ip6}/{self.subnet6.prefixlen} dev {POD_IFNAME} nodad")
+            commands += [f"link set {POD_IFNAME} up", f"route add default via {self.gateway}"]
+            if ip6 is not None:
+                commands.append(f"route add default via {self.gateway6}")
+            _configure_inside(netns_path, commands)
             if pod is not None and pod.port_mappings:
                 self.hostports.add(pod_id, str(ip), pod.port_mappings)
             rollback.pop_all()  # success: keep the veth, the address and the hostPorts
-        return PodNetwork(ip=str(ip), prefix=self.subnet.prefixlen, gateway=str(self.gateway), host_veth=host)
+        return PodNetwork(
+            ip=str(ip),
+            prefix=self.subnet.prefixlen,
+            gateway=str(self.gateway),
+            host_veth=host,
+            additional_ips=[str(ip6)] if ip6 is not None else [],
+        )
 
     def teardown(self, pod_id: str, netns_path: str | None = None, delete_veth: bool = True) -> None:
         """Delete the pod's host veth (its eth0 goes with it) and release its address. Idempotent.
@@ -222,18 +266,17 @@ class BuiltinNetwork:
         return self.ipam.allocations()
 
 
-def _configure_inside(netns_path: str, ip, prefixlen: int, gateway) -> None:  # type: ignore[no-untyped-def]
-    """Address, link up and default route for eth0 inside the pod's netns, by `nsenter ... ip -batch`.
+def _configure_inside(netns_path: str, commands: list[str]) -> None:
+    """Addresses, link up and default routes for eth0 inside the pod's netns, by `nsenter ... ip -batch`.
 
     Not pyroute2's IPRoute(netns=...): it forks the daemon, and the forked child shares the
     daemon's signal wakeup socket, so a signal to the child reads as one to the daemon.
     exec'ing a program resets all of that.
     """
-    commands = (
-        f"addr add {ip}/{prefixlen} dev {POD_IFNAME}\nlink set {POD_IFNAME} up\nroute add default via {gateway}\n"
-    )
     done = subprocess.run(
-        ["nsenter", f"--net={netns_path}", "ip", "-batch", "-"], input=commands.encode(), capture_output=True
+        ["nsenter", f"--net={netns_path}", "ip", "-batch", "-"],
+        input="".join(c + "\n" for c in commands).encode(),
+        capture_output=True,
     )
     if done.returncode != 0:
         raise OSError(errno.EIO, f"network: configuring {POD_IFNAME} in {netns_path}: {done.stderr.decode().strip()}")
@@ -246,6 +289,7 @@ def remove_bridge(bridge: str) -> None:
             with contextlib.suppress(FileNotFoundError, LookupError):
                 _nl(ipr.link, "del", index=index)
     nft.remove_bridge_rules(bridge)
+    nft.remove_bridge_rules6(bridge)
 
 
 def _open_netns(pod_id: str, path: str) -> int:

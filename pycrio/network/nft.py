@@ -144,3 +144,34 @@ def map_elements(name: str) -> list[tuple[list, list]]:
 
 def _parts(expr) -> list:  # type: ignore[no-untyped-def]
     return list(expr["concat"]) if isinstance(expr, dict) and "concat" in expr else [expr]
+
+
+def ensure_bridge_rules6(bridge: str, subnet6: ipaddress.IPv6Network, masquerade: bool) -> None:
+    """Dual stack: the bridge's IPv6 masquerade chain in table `ip6 pycrio`; idempotent, atomic."""
+    chain = masq_chain(bridge)
+    lines = [
+        f"add table ip6 {TABLE}",
+        f"add chain ip6 {TABLE} {chain} {{ type nat hook postrouting priority srcnat; policy accept; }}",
+        f"flush chain ip6 {TABLE} {chain}",
+    ]
+    if masquerade:
+        lines.append(
+            f"add rule ip6 {TABLE} {chain} ip6 saddr {subnet6} ip6 daddr != {subnet6} masquerade "
+            f'comment "pycrio {bridge}"'
+        )
+    run("\n".join(lines) + "\n")
+
+
+def remove_bridge_rules6(bridge: str) -> None:
+    """Delete the bridge's IPv6 chain, and table `ip6 pycrio` when it was the last; missing is fine."""
+    chain = masq_chain(bridge)
+    run(f"add table ip6 {TABLE}\nadd chain ip6 {TABLE} {chain}\ndelete chain ip6 {TABLE} {chain}\n")
+    listing = subprocess.run([_nft(), "list", "table", "ip6", TABLE], capture_output=True, text=True)
+    if listing.returncode == 0 and "chain " not in listing.stdout:
+        run(f"delete table ip6 {TABLE}\n")
+
+
+def rules6(bridge: str) -> list[str]:
+    """The rules of the bridge's IPv6 masquerade chain; [] without it."""
+    proc = subprocess.run([_nft(), "list", "chain", "ip6", TABLE, masq_chain(bridge)], capture_output=True, text=True)
+    return [line.strip() for line in proc.stdout.splitlines() if "masquerade" in line] if proc.returncode == 0 else []

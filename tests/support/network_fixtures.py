@@ -17,9 +17,11 @@ from pycrio.state import Database
 
 
 @pytest.fixture
-def net(tmp_path) -> Iterator[BuiltinNetwork]:
+def net(tmp_path, request) -> Iterator[BuiltinNetwork]:
+    """A built-in network on a bridge of its own; indirect parametrization gives more NetworkConfig fields."""
     tag = f"{random.randrange(16**4):04x}"
-    cfg = NetworkConfig(bridge=f"pycrio-t{tag}", subnet=f"10.213.{random.randrange(256)}.0/24")
+    extra = getattr(request, "param", {})
+    cfg = NetworkConfig(bridge=f"pycrio-t{tag}", subnet=f"10.213.{random.randrange(256)}.0/24", **extra)
     db = Database(str(tmp_path / "meta.db"))
     n = BuiltinNetwork(cfg, db)
     n.ensure_bridge()

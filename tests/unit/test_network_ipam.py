@@ -112,6 +112,9 @@ def test_network_config_defaults_and_derived_gateway():
         ('gateway = "10.88.255.255"', "not a host address"),
         ('gateway = "nope"', "IPv4 address"),
         ("mtu = 40", "MTU"),
+        ('subnet6 = "10.0.0.0/8"', "IPv6 CIDR"),
+        ('subnet6 = "fd00::1/64"', "IPv6 CIDR"),
+        ('subnet6 = "fd00::/124"', "too small"),
         ('bridge = "a-bridge-name-too-long"', "interface name"),
         ('bridge = "br/0"', "interface name"),
     ],
@@ -124,3 +127,25 @@ def test_network_config_rejects(tmp_path, text, match):
 def test_network_config_accepts(tmp_path):
     cfg = _load(tmp_path, '[pycrio.network]\nbridge = "cni9"\nsubnet = "10.1.2.0/24"\ngateway = "10.1.2.254"\n')
     assert cfg.resolved().network.gateway == "10.1.2.254"
+
+
+def test_ipv4_and_ipv6_ipams_share_the_table_each_seeing_its_family(tmp_path):
+    db = Database(str(tmp_path / "meta.db"))
+    v4 = Ipam(db, ipaddress.IPv4Network("10.213.7.0/29"), ipaddress.IPv4Address("10.213.7.1"))
+    v6 = Ipam(db, ipaddress.IPv6Network("fd00:7::/120"), ipaddress.IPv6Address("fd00:7::1"))
+    try:
+        assert str(v4.allocate("a")) == "10.213.7.2" and str(v6.allocate("a")) == "fd00:7::2"
+        assert str(v6.allocate("b")) == "fd00:7::3" and str(v4.allocate("b")) == "10.213.7.3"
+        assert v4.allocations() == {"a": "10.213.7.2", "b": "10.213.7.3"}
+        assert v6.allocations() == {"a": "fd00:7::2", "b": "fd00:7::3"}
+        assert v6.address("a") == "fd00:7::2" and v4.address("a") == "10.213.7.2"
+        assert sorted(v4.release("a")) == ["10.213.7.2", "fd00:7::2"]  # a pod's release frees both families
+        assert v6.allocations() == {"b": "fd00:7::3"}
+        # After a restart the IPv6 cursor continues after the newest IPv6 address, not an IPv4 one.
+        again = Ipam(db, ipaddress.IPv6Network("fd00:7::/120"), ipaddress.IPv6Address("fd00:7::1"))
+        assert str(again.allocate("c")) == "fd00:7::4"
+        again.close()
+    finally:
+        v4.close()
+        v6.close()
+        db.close()
