@@ -12,7 +12,7 @@ import signal
 import time
 from typing import Any
 
-from pycrio import monitor, native, procs, spec
+from pycrio import monitor, native, procs, spec, volumes
 from pycrio.attach import attach_socket
 from pycrio.config import Config
 from pycrio.cri import api_pb2
@@ -91,9 +91,15 @@ class ContainerOps:
             facts["mounted"] = True
             timings["rootfs"] = time.monotonic() - t
             t = time.monotonic()
+            staged = await asyncio.get_running_loop().run_in_executor(
+                None, volumes.stage, config.mounts, bundle, self.images
+            )
+            if staged:
+                timings["volumes"] = time.monotonic() - t
+                t = time.monotonic()
             image_config = self.images.config(image).get("config") or {}
             document = spec.container_spec(
-                container_id, config, sandbox, spec.ImageFacts(image_config, merged), self.runtime_facts
+                container_id, config, sandbox, spec.ImageFacts(image_config, merged), self.runtime_facts, staged
             )
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 json.dump(document, f)
@@ -171,6 +177,8 @@ class ContainerOps:
         if facts.get("mounted"):
             native.unmount(facts["merged"], native.UNMOUNT_DETACH)
             facts["mounted"] = False
+        if facts.get("bundle"):
+            volumes.unstage(facts["bundle"])  # before the bundle dir goes: found on disk, also after a crash
         for key in ("bundle", "top"):
             path = facts.get(key)
             if path and os.path.isdir(path):

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from pycrio import monitor, procs, spec, spec_resources
+from pycrio import monitor, procs, spec, spec_resources, volumes
 from pycrio.config import Config
 from pycrio.container import ContainerOps
 from pycrio.cri import api_pb2
@@ -235,6 +235,7 @@ class Lifecycle:
         image = self.images.find(config.image.image)
         if image is None:
             raise NotFound(f"image {config.image.image!r} not found: pull it first")
+        volumes.resolve_images(config.mounts, self.images)  # image volumes: pulled first, ids recorded
         record = ContainerRecord(
             id=secrets.token_hex(32),
             pod_id=pod.id,

@@ -162,4 +162,9 @@ class RuntimeStore:
         return [self._container(r) for r in rows]
 
     def image_in_use(self) -> set[str]:
-        return {r[0] for r in self.db.conn.execute("SELECT DISTINCT image_id FROM containers")}
+        """Ids of the images containers run, and of those they mount as image volumes."""
+        used = {r[0] for r in self.db.conn.execute("SELECT DISTINCT image_id FROM containers")}
+        for (blob,) in self.db.conn.execute("SELECT config FROM containers"):
+            config = api_pb2.ContainerConfig.FromString(blob)
+            used.update(m.image.image_ref for m in config.mounts if m.image.image_ref)
+        return used

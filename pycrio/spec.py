@@ -341,8 +341,11 @@ def container_spec(
     sandbox: SandboxFacts,
     image: ImageFacts,
     runtime: RuntimeFacts,
+    staged_mounts: dict[int, str] | None = None,
 ) -> dict[str, Any]:
-    """The config.json of a CRI container; raises InvalidArgument, FailedPrecondition or Unimplemented."""
+    """The config.json of a CRI container; raises InvalidArgument, FailedPrecondition or Unimplemented.
+
+    staged_mounts: the sources pycrio.volumes made for image volumes and recursive read-only mounts."""
     linux_cfg = config.linux
     sc, res = linux_cfg.security_context, linux_cfg.resources
     privileged = sc.privileged
@@ -363,7 +366,7 @@ def container_spec(
     process["noNewPrivileges"] = sc.no_new_privs
     process["oomScoreAdj"] = oom_score_adj(res.oom_score_adj, runtime.daemon_oom_score_adj)
 
-    extra_mounts, rootfs_propagation = cri_mounts(config.mounts)
+    extra_mounts, rootfs_propagation = cri_mounts(config.mounts, staged=staged_mounts)
     mounts = merge_mounts(
         default_mounts(
             privileged=privileged,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Mapping
 from typing import Any
 
 from pycrio.cri import api_pb2
@@ -116,7 +117,44 @@ def _shared_state(path: str, mountinfo: str) -> str:
     return state
 
 
-def cri_mounts(mounts, mountinfo: str = "/proc/self/mountinfo") -> tuple[list[dict[str, Any]], str | None]:
+def is_image_volume(m) -> bool:
+    """Whether the CRI mount m mounts an image (KEP-4639) rather than a host path."""
+    return m.HasField("image") and bool(m.image.image)
+
+
+def check_image_volume(m) -> None:
+    """Refuse what an image volume cannot be: writable, or a sub path that is absolute or climbs out."""
+    if not m.readonly:
+        raise InvalidArgument(f"mount at {m.container_path}: an image volume ({m.image.image}) must be readonly")
+    sub = m.image_sub_path
+    if sub and (sub.startswith("/") or ".." in sub.split("/") or "\0" in sub):
+        raise InvalidArgument(
+            f"mount at {m.container_path}: image_sub_path {sub!r} must be a relative path inside the image, "
+            "without '..'"
+        )
+
+
+def check_recursive_read_only(m) -> None:
+    """Kubernetes' rule: recursive read-only needs readonly and PROPAGATION_PRIVATE."""
+    if not m.readonly:
+        raise InvalidArgument(f"mount at {m.container_path}: recursive_read_only needs readonly: true")
+    if m.propagation != api_pb2.PROPAGATION_PRIVATE:
+        name = api_pb2.MountPropagation.Name(m.propagation) if m.propagation in _PROPAGATION else str(m.propagation)
+        raise InvalidArgument(
+            f"mount at {m.container_path}: recursive_read_only needs propagation PROPAGATION_PRIVATE, not {name}"
+        )
+
+
+def check_host_path(m) -> None:
+    if not m.host_path.startswith("/"):
+        raise InvalidArgument(f"mount host_path {m.host_path!r}: must be an absolute path")
+    if not os.path.exists(m.host_path):
+        raise InvalidArgument(f"mount host_path {m.host_path}: no such file or directory")
+
+
+def cri_mounts(
+    mounts, mountinfo: str = "/proc/self/mountinfo", staged: Mapping[int, str] | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     """(OCI mounts, linux.rootfsPropagation or None) for a container's CRI mounts.
 
     Propagation other than private needs the host mount holding host_path to
@@ -124,20 +162,34 @@ def cri_mounts(mounts, mountinfo: str = "/proc/self/mountinfo") -> tuple[list[di
     checked here so the container fails at create with a message rather than
     silently not propagating; bidirectional also needs rootfsPropagation
     "shared". Host-to-container works with runc's default (rslave).
+
+    Image volumes and recursive read-only mounts are made by pycrio.volumes
+    before the runtime runs (runc 1.1 knows neither); staged maps the index of
+    such a mount in mounts to the staged directory, bound here "rbind,ro": the
+    bind clones keep each submount's read-only flag.
     """
     out: list[dict[str, Any]] = []
     rootfs_propagation: str | None = None
-    for m in mounts:
-        if m.HasField("image") and m.image.image:
-            raise Unimplemented(f"mount at {m.container_path!r}: image volumes are not supported by pycrio yet")
+    staged = staged or {}
+    for i, m in enumerate(mounts):
         if m.uidMappings or m.gidMappings:
             raise Unimplemented(f"mount at {m.container_path!r}: id-mapped mounts are not supported by pycrio yet")
         if not m.container_path.startswith("/"):
             raise InvalidArgument(f"mount container_path {m.container_path!r}: must be an absolute path")
-        if not m.host_path.startswith("/"):
-            raise InvalidArgument(f"mount host_path {m.host_path!r}: must be an absolute path")
-        if not os.path.exists(m.host_path):
-            raise InvalidArgument(f"mount host_path {m.host_path}: no such file or directory")
+        destination = posixpath.normpath(m.container_path)
+        if is_image_volume(m) or m.recursive_read_only:
+            if is_image_volume(m):
+                check_image_volume(m)
+            else:
+                check_host_path(m)
+                check_recursive_read_only(m)
+            if i not in staged:
+                kind = "image volumes" if is_image_volume(m) else "recursive read-only mounts"
+                raise Unimplemented(f"mount at {m.container_path!r}: {kind} need a staged mount (pycrio.volumes)")
+            # selinux_relabel is ignored: pycrio applies no SELinux labels.
+            out.append(_bind(destination, staged[i], "rprivate", "ro"))
+            continue
+        check_host_path(m)
         propagation = _PROPAGATION.get(m.propagation)
         if propagation is None:
             raise InvalidArgument(f"mount at {m.container_path}: unknown propagation {m.propagation}")
@@ -153,17 +205,8 @@ def cri_mounts(mounts, mountinfo: str = "/proc/self/mountinfo") -> tuple[list[di
                 # Without it runc makes the whole tree a slave (its default, rslave), cutting the way back
                 # to the host; "shared" (the spec's word) leaves the copies of host mounts peers of theirs.
                 rootfs_propagation = "shared"
-        options = ["rbind", propagation]
-        if m.recursive_read_only:
-            if not m.readonly or m.propagation != api_pb2.PROPAGATION_PRIVATE:
-                raise InvalidArgument(
-                    f"mount at {m.container_path}: recursive_read_only needs readonly and PROPAGATION_PRIVATE"
-                )
-            options.append("rro")
-        else:
-            options.append("ro" if m.readonly else "rw")
         # selinux_relabel is ignored: pycrio applies no SELinux labels.
-        out.append(_bind(posixpath.normpath(m.container_path), m.host_path, *options[1:]))
+        out.append(_bind(destination, m.host_path, propagation, "ro" if m.readonly else "rw"))
     return out, rootfs_propagation
 
 

@@ -12,6 +12,7 @@ from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.network import BuiltinNetwork
 from pycrio.oci import runtime_binary
+from pycrio.volumes import recursive_read_only_supported
 
 logger = logging.getLogger("pycrio.runtime_info")
 
@@ -64,10 +65,10 @@ class RuntimeInfoServicer:
 
     async def Status(self, request, context):
         conditions = [self._runtime_condition(), await self._network_condition()]
-        handlers = [api_pb2.RuntimeHandler(name="", features=api_pb2.RuntimeHandlerFeatures())]
-        handlers += [
-            api_pb2.RuntimeHandler(name=name, features=api_pb2.RuntimeHandlerFeatures())
-            for name in sorted(self.cfg.runtime.runtimes)
+        # Recursive read-only mounts are staged by pycrio itself (pycrio.volumes), whatever the handler.
+        features = api_pb2.RuntimeHandlerFeatures(recursive_read_only_mounts=recursive_read_only_supported())
+        handlers = [
+            api_pb2.RuntimeHandler(name=name, features=features) for name in ["", *sorted(self.cfg.runtime.runtimes)]
         ]
         info = {}
         if request.verbose:

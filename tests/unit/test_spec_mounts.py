@@ -167,12 +167,67 @@ def test_bidirectional_anywhere_makes_the_rootfs_shared(tmp_path, mountinfo):
     assert rp == "shared"
 
 
-def test_recursive_read_only(tmp_path, mountinfo):
-    out, _ = cri_mounts([mount(tmp_path, "/data", readonly=True, recursive_read_only=True)], mountinfo)
-    assert out[0]["options"] == ["rbind", "rprivate", "rro"]
-    for kw in ({"readonly": False}, {"readonly": True, "propagation": api_pb2.PROPAGATION_HOST_TO_CONTAINER}):
-        with pytest.raises(InvalidArgument, match="recursive_read_only"):
-            cri_mounts([mount(tmp_path / "shared", "/d", recursive_read_only=True, **kw)], mountinfo)
+def test_recursive_read_only_binds_the_staged_mount_read_only(tmp_path, mountinfo):
+    # runc 1.1 has no "rro": pycrio.volumes stages a recursively read-only rbind, bound "rbind,ro" here.
+    mounts = [mount(tmp_path, "/plain"), mount(tmp_path, "/data", readonly=True, recursive_read_only=True)]
+    out, _ = cri_mounts(mounts, mountinfo, staged={1: "/run/bundle/volumes/1"})
+    assert out[1] == {
+        "destination": "/data",
+        "type": "bind",
+        "source": "/run/bundle/volumes/1",
+        "options": ["rbind", "rprivate", "ro"],
+    }
+    assert out[0]["source"] == str(tmp_path)
+    with pytest.raises(Unimplemented, match="recursive read-only mounts need a staged mount"):
+        cri_mounts(mounts, mountinfo)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"readonly": False}, "recursive_read_only needs readonly: true"),
+        (
+            {"readonly": True, "propagation": api_pb2.PROPAGATION_HOST_TO_CONTAINER},
+            "needs propagation PROPAGATION_PRIVATE, not PROPAGATION_HOST_TO_CONTAINER",
+        ),
+        (
+            {"readonly": True, "propagation": api_pb2.PROPAGATION_BIDIRECTIONAL},
+            "not PROPAGATION_BIDIRECTIONAL",
+        ),
+    ],
+)
+def test_recursive_read_only_refusals(tmp_path, mountinfo, kw, match):
+    with pytest.raises(InvalidArgument, match=match):
+        cri_mounts([mount(tmp_path / "shared", "/d", recursive_read_only=True, **kw)], mountinfo, staged={0: "/s"})
+
+
+def test_image_volume_binds_the_staged_image_read_only():
+    image = api_pb2.ImageSpec(image="sha256:" + "a" * 64)
+    m = api_pb2.Mount(container_path="/img/", image=image, readonly=True)
+    out, _ = cri_mounts([m], staged={0: "/run/bundle/volumes/0/etc"})
+    assert out == [
+        {
+            "destination": "/img",
+            "type": "bind",
+            "source": "/run/bundle/volumes/0/etc",
+            "options": ["rbind", "rprivate", "ro"],
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"readonly": False}, "must be readonly"),
+        ({"readonly": True, "image_sub_path": "/etc"}, "must be a relative path"),
+        ({"readonly": True, "image_sub_path": "etc/../../x"}, "without '..'"),
+        ({"readonly": True, "image_sub_path": ".."}, "without '..'"),
+    ],
+)
+def test_image_volume_refusals(kw, match):
+    m = api_pb2.Mount(container_path="/img", image=api_pb2.ImageSpec(image="busybox"), **kw)
+    with pytest.raises(InvalidArgument, match=match):
+        cri_mounts([m], staged={0: "/s"})
 
 
 @pytest.mark.parametrize(
@@ -183,9 +238,9 @@ def test_recursive_read_only(tmp_path, mountinfo):
         (mount("/tmp", ""), InvalidArgument, "container_path ''"),
         (mount("tmp", "/data"), InvalidArgument, "host_path 'tmp'"),
         (
-            api_pb2.Mount(container_path="/img", image=api_pb2.ImageSpec(image="sha256:" + "a" * 64)),
+            api_pb2.Mount(container_path="/img", readonly=True, image=api_pb2.ImageSpec(image="sha256:" + "a" * 64)),
             Unimplemented,
-            "image volumes",
+            "image volumes need a staged mount",
         ),
         (
             mount("/tmp", "/data", uidMappings=[api_pb2.IDMapping(host_id=1000, container_id=0, length=1)]),
