@@ -113,7 +113,16 @@ def remove_bridge_rules(bridge: str) -> None:
     run("\n".join(lines) + "\n")
     listing = subprocess.run([_nft(), "list", "table", "ip", t], capture_output=True, text=True)
     if listing.returncode == 0 and "chain " not in listing.stdout and "map " not in listing.stdout:
-        run(f"delete table ip {t}\n")
+        _delete_table("ip")
+
+
+def _delete_table(family: str) -> None:
+    """Delete our (empty) table of family; gone already (another daemon removing its bridge) is fine."""
+    try:
+        run(f"delete table {family} {TABLE}\n")
+    except OSError as e:
+        if "No such file or directory" not in str(e):
+            raise
 
 
 def rules(bridge: str, chain: str | None = None) -> list[str]:
@@ -168,7 +177,7 @@ def remove_bridge_rules6(bridge: str) -> None:
     run(f"add table ip6 {TABLE}\nadd chain ip6 {TABLE} {chain}\ndelete chain ip6 {TABLE} {chain}\n")
     listing = subprocess.run([_nft(), "list", "table", "ip6", TABLE], capture_output=True, text=True)
     if listing.returncode == 0 and "chain " not in listing.stdout:
-        run(f"delete table ip6 {TABLE}\n")
+        _delete_table("ip6")
 
 
 def rules6(bridge: str) -> list[str]:

@@ -31,6 +31,11 @@ def _host_links() -> set[str]:
     return set(os.listdir("/sys/class/net"))
 
 
+def _bridge_ports(net) -> set[str]:
+    """The links on the test's own bridge (other test sessions may add links elsewhere meanwhile)."""
+    return set(os.listdir(f"/sys/class/net/{net.cfg.bridge}/brif"))
+
+
 def test_ensure_bridge_idempotent_ready_and_one_masquerade_rule(net):
     assert net.ready() == (True, "")
     net.ensure_bridge()
@@ -98,7 +103,6 @@ def test_teardown_is_idempotent_and_tolerates_a_missing_netns(net, pods):
 
 
 def test_setup_failure_leaves_no_veth_and_no_allocation(net, pods, tmp_path):
-    before = _host_links()
     with pytest.raises(NotFound, match="does not exist"):
         net.setup("p1", str(tmp_path / "no-such-netns"))
     not_ns = tmp_path / "plain-file"
@@ -110,7 +114,7 @@ def test_setup_failure_leaves_no_veth_and_no_allocation(net, pods, tmp_path):
     assert _in(pin, "ip", "route", "add", "default", "dev", "lo").returncode == 0
     with pytest.raises(OSError, match="File exists"):
         net.setup(a, pin)
-    assert _host_links() == before and net.allocations() == {}
+    assert _bridge_ports(net) == set() and host_veth_name(a) not in _host_links() and net.allocations() == {}
     assert _ip_json(pin, "link", "show") and not [x for x in _ip_json(pin, "link", "show") if x["ifname"] == "eth0"]
 
 
@@ -123,7 +127,6 @@ def test_setup_without_bridge_fails_cleanly(net, pods):
 
 
 def test_twenty_pods_set_up_and_torn_down_leave_nothing_and_timing(net, pods, capsys):
-    before = _host_links()
     made = pods(20)
     t0 = time.perf_counter()
     ips = [net.setup(pod_id, pin).ip for pod_id, pin in made]
@@ -132,7 +135,8 @@ def test_twenty_pods_set_up_and_torn_down_leave_nothing_and_timing(net, pods, ca
     for pod_id, pin in made:
         net.teardown(pod_id, pin)
     t2 = time.perf_counter()
-    assert _host_links() == before and net.allocations() == {}
+    assert _bridge_ports(net) == set() and net.allocations() == {}
+    assert not {host_veth_name(pod_id) for pod_id, _ in made} & _host_links()
     with capsys.disabled():
         print(
             f"\nbuiltin network: setup {(t1 - t0) / 20 * 1000:.1f} ms/pod, teardown {(t2 - t1) / 20 * 1000:.1f} ms/pod"
