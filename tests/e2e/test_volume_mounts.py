@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -180,3 +183,38 @@ def test_busybox_layer_is_the_single_layer_case(node):  # noqa: F811
     cid = node.run(pod, SLEEP, mounts=[_image_mount("/img", node.image)])
     assert node.exec(cid, ["/img/bin/busybox", "cat", "/img/etc/passwd"]).stdout.startswith(b"root:")
     assert node.exec(cid, ["touch", "/img/etc/x"]).exit_code != 0
+
+
+# ---------------------------------------------------------------- crash, restart, wipe
+
+
+def _volume_container(node, host: str, image: str) -> tuple[str, str]:  # noqa: F811
+    mounts = [
+        api_pb2.Mount(host_path=host, container_path="/rro", readonly=True, recursive_read_only=True),
+        _image_mount("/img", image),
+    ]
+    cid = node.run(node.pod(), SLEEP, mounts=mounts)
+    staged = os.path.join(node.d.runroot, "containers", cid, "volumes")
+    assert len([p for p in _mounts_under(staged) if p.count("/") == staged.count("/") + 1]) == 2
+    return cid, staged
+
+
+def test_staged_mounts_outlive_a_daemon_crash_and_go_at_removal(node, host_dir_with_tmpfs, data_image):  # noqa: F811
+    cid, staged = _volume_container(node, host_dir_with_tmpfs, data_image[0])
+    node.d.stop(signal.SIGKILL)
+    node.d.start()
+    assert node.exec(cid, ["cat", "/img/data/hello"]).stdout == b"hi from the data image\n"
+    assert node.exec(cid, ["touch", "/rro/tmpfs/x"]).exit_code != 0
+    node.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid), timeout=30)
+    assert _mounts_under(staged) == [] and not os.path.exists(staged)
+
+
+def test_wipe_after_a_crash_unmounts_the_staged_mounts(node, host_dir_with_tmpfs, data_image):  # noqa: F811
+    _, staged = _volume_container(node, host_dir_with_tmpfs, data_image[0])
+    node.d.stop(signal.SIGKILL)
+    result = subprocess.run(
+        [sys.executable, "-m", "pycrio.cli", "wipe", *node.d.args()], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert _mounts_under(node.d.base) == [] and not os.path.exists(staged)
+    assert os.path.ismount(os.path.join(host_dir_with_tmpfs, "tmpfs"))  # the host's own mount stays

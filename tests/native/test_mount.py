@@ -347,6 +347,25 @@ def test_recursive_read_only_bind(tmpdir_short, unmount_later):
     _write(os.path.join(sub, "f"), "x")
 
 
+def test_a_bind_clone_of_a_recursive_read_only_tree_keeps_it_read_only(tmpdir_short, unmount_later, api):
+    # What pycrio.volumes relies on: runc 1.1 has no "rro", it rbinds the staged tree (then makes its
+    # top read-only); every cloned submount keeps the read-only flag of the mount it was cloned from.
+    src = os.path.join(tmpdir_short, "src")
+    sub = unmount_later(os.path.join(src, "sub"))
+    staged = unmount_later(os.path.join(tmpdir_short, "staged"))
+    clone = unmount_later(os.path.join(tmpdir_short, "clone"))
+    _mkdirs(sub, staged, clone)
+    native.mount_tmpfs(sub, "size=1m")
+    native.mount_bind(src, staged, native.MOUNT_REC | native.MOUNT_RDONLY)
+    native.mount_bind(staged, clone, api | native.MOUNT_REC)  # a writable rbind of it, as runc starts
+    unmount_later(os.path.join(staged, "sub"))
+    unmount_later(os.path.join(clone, "sub"))
+    assert "ro" in _mountinfo(os.path.join(clone, "sub"))[0][0]
+    with pytest.raises(OSError) as info:
+        _write(os.path.join(clone, "sub", "f"), "x")
+    assert info.value.errno == errno.EROFS
+
+
 def test_recursive_read_only_bind_fallback_is_eopnotsupp(tmpdir_short):
     with pytest.raises(native.NativeError) as info:
         native.mount_bind(tmpdir_short, tmpdir_short, native.MOUNT_REC | native.MOUNT_RDONLY | native.MOUNT_NO_NEW_API)
