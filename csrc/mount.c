@@ -17,7 +17,8 @@
 #include "internal/err_set.h"
 #include "include/mount.h"
 
-#define KNOWN_FLAGS (PYCRIO_MOUNT_RDONLY | PYCRIO_MOUNT_REC | PYCRIO_MOUNT_NO_NEW_API)
+#define KNOWN_FLAGS                                                                                \
+    (PYCRIO_MOUNT_RDONLY | PYCRIO_MOUNT_REC | PYCRIO_MOUNT_NO_NEW_API | PYCRIO_MOUNT_PRIVATE)
 #define OVL_MAX_STACK 500      /* overlayfs's limit on lower layers */
 #define FSCONFIG_VALUE_MAX 255 /* fsconfig copies at most 256 bytes of a string, NUL included */
 #define FS_LOG_MAX 384         /* room for the fs context's messages in an error */
@@ -416,8 +417,11 @@ static int bind_new_api(const char *source, const char *target, int flags, struc
 
     if (fd < 0)
         return errno == ENOSYS ? -ENOSYS : bind_fail(err, errno, "open_tree", source, target);
-    if (flags & PYCRIO_MOUNT_RDONLY) {
-        struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+    if (flags & (PYCRIO_MOUNT_RDONLY | PYCRIO_MOUNT_PRIVATE)) {
+        struct mount_attr attr = {
+            .attr_set = (flags & PYCRIO_MOUNT_RDONLY) ? MOUNT_ATTR_RDONLY : 0,
+            .propagation = (flags & PYCRIO_MOUNT_PRIVATE) ? MS_PRIVATE : 0,
+        };
 
         if (mount_setattr(fd, "", AT_EMPTY_PATH | rec, &attr, sizeof(attr)) < 0)
             return errno == ENOSYS ? -ENOSYS
@@ -426,6 +430,18 @@ static int bind_new_api(const char *source, const char *target, int flags, struc
     if (move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
         return bind_fail(err, errno, "move_mount", source, target);
     return 0;
+}
+
+/* A step after the bind failed with saved: detach the bind and report both. */
+static int undo_bind(struct pycrio_err *err, int saved, const char *source, const char *target,
+                     const char *step)
+{
+    if (umount2(target, MNT_DETACH) < 0)
+        return pycrio_err_set(err, saved, "mount", target,
+                              "bind %s onto %s: %s: %s; undoing the bind failed too: %s", source,
+                              target, step, strerror(saved), strerror(errno));
+    return pycrio_err_set(err, saved, "mount", target, "bind %s onto %s: %s: %s", source, target,
+                          step, strerror(saved));
 }
 
 static int bind_legacy(const char *source, const char *target, int flags, struct pycrio_err *err)
@@ -437,7 +453,6 @@ static int bind_legacy(const char *source, const char *target, int flags, struct
                 {ST_NODIRATIME, MS_NODIRATIME}, {ST_RELATIME, MS_RELATIME}};
     unsigned long remount = MS_REMOUNT | MS_BIND | MS_RDONLY;
     struct statvfs sv;
-    int saved;
 
     if ((flags & PYCRIO_MOUNT_REC) && (flags & PYCRIO_MOUNT_RDONLY))
         return pycrio_err_set(err, EOPNOTSUPP, "mount_setattr", target,
@@ -446,6 +461,9 @@ static int bind_legacy(const char *source, const char *target, int flags, struct
                               source, target);
     if (mount(source, target, NULL, MS_BIND | ((flags & PYCRIO_MOUNT_REC) ? MS_REC : 0), NULL) < 0)
         return bind_fail(err, errno, "mount", source, target);
+    if ((flags & PYCRIO_MOUNT_PRIVATE) &&
+        mount(NULL, target, NULL, MS_PRIVATE | ((flags & PYCRIO_MOUNT_REC) ? MS_REC : 0), NULL) < 0)
+        return undo_bind(err, errno, source, target, "making it private");
     if (!(flags & PYCRIO_MOUNT_RDONLY))
         return 0;
     /* A bind remount replaces the per-mount flags: keep nosuid, nodev, noexec and atime. */
@@ -455,14 +473,7 @@ static int bind_legacy(const char *source, const char *target, int flags, struct
                 remount |= keep[i].ms;
     if (mount(NULL, target, NULL, remount, NULL) == 0)
         return 0;
-    saved = errno;
-    if (umount2(target, MNT_DETACH) < 0)
-        return pycrio_err_set(err, saved, "mount", target,
-                              "bind %s onto %s: read-only remount: %s; undoing the bind "
-                              "failed too: %s",
-                              source, target, strerror(saved), strerror(errno));
-    return pycrio_err_set(err, saved, "mount", target, "bind %s onto %s: read-only remount: %s",
-                          source, target, strerror(saved));
+    return undo_bind(err, errno, source, target, "read-only remount");
 }
 
 int pycrio_mount_bind(const char *source, const char *target, int flags, struct pycrio_err *err)

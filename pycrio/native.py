@@ -198,6 +198,7 @@ def ns_unpin(path: str | os.PathLike[str]) -> bool:
 MOUNT_RDONLY: int = lib.PYCRIO_MOUNT_RDONLY
 MOUNT_REC: int = lib.PYCRIO_MOUNT_REC
 MOUNT_NO_NEW_API: int = lib.PYCRIO_MOUNT_NO_NEW_API
+MOUNT_PRIVATE: int = lib.PYCRIO_MOUNT_PRIVATE
 UNMOUNT_DETACH: int = lib.PYCRIO_UNMOUNT_DETACH
 
 
@@ -218,7 +219,7 @@ def mount_overlay(
 
 
 def mount_bind(source: str | os.PathLike[str], target: str | os.PathLike[str], flags: int = 0) -> None:
-    """Bind source (file or directory) onto target; MOUNT_REC for submounts, MOUNT_RDONLY."""
+    """Bind source (file or directory) onto target; MOUNT_REC for submounts, MOUNT_RDONLY, MOUNT_PRIVATE."""
     err = new_err()
     check(lib.pycrio_mount_bind(_path(source), _path(target), flags, err), err)
 

@@ -6,8 +6,9 @@ request, and gives the runtime the staged path as the mount's source with "rbind
 
 - recursive read-only: an rbind of host_path made read-only with every submount
   (open_tree + mount_setattr(AT_RECURSIVE), Linux 5.12; the mount(2) fallback refuses
-  with EOPNOTSUPP); the runtime's rbind clones the tree and each clone keeps its
-  submount's read-only flag.
+  with EOPNOTSUPP) and private, so that nothing mounted later under a shared host_path
+  propagates into it writable; the runtime's rbind clones the tree and each clone
+  keeps its submount's read-only flag.
 - image volume (KEP-4639): a read-only overlay of the image's layers from the layer
   store (a read-only bind of the layer of a single-layer image); image_sub_path is
   resolved inside the image (symlinks clamped to it, as in a chroot).
@@ -88,7 +89,7 @@ def _stage_recursive_read_only(m, target: str) -> str:
     else:
         os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
     try:
-        native.mount_bind(m.host_path, target, native.MOUNT_REC | native.MOUNT_RDONLY)
+        native.mount_bind(m.host_path, target, native.MOUNT_REC | native.MOUNT_RDONLY | native.MOUNT_PRIVATE)
     except native.NativeError as e:
         if e.errno == errno.EOPNOTSUPP:
             raise FailedPrecondition(
@@ -108,7 +109,7 @@ def _stage_image(m, target: str, images: Images) -> str:
     if not lowers:
         raise InvalidArgument(f"image volume at {m.container_path}: image {record.id} has no layers")
     if len(lowers) == 1:
-        native.mount_bind(lowers[0], target, native.MOUNT_RDONLY)
+        native.mount_bind(lowers[0], target, native.MOUNT_RDONLY | native.MOUNT_PRIVATE)
     else:
         native.mount_overlay(target, lowers, flags=native.MOUNT_RDONLY)
     if not m.image_sub_path:

@@ -20,6 +20,7 @@
 #define PYCRIO_MOUNT_RDONLY 1
 #define PYCRIO_MOUNT_REC 2
 #define PYCRIO_MOUNT_NO_NEW_API 4 /* force the mount(2) fallback, as if fsopen gave ENOSYS */
+#define PYCRIO_MOUNT_PRIVATE 8    /* bind: the new mounts are private, not peers of the source */
 
 #define PYCRIO_UNMOUNT_DETACH 1
 
@@ -30,8 +31,10 @@ int pycrio_mount_overlay(const char *target, const char *const *lowers, int nlow
                          const char *upper, const char *work, int flags, struct pycrio_err *err);
 
 /* Bind source (a file or a directory) onto target; PYCRIO_MOUNT_REC binds the submounts too
- * (rbind), PYCRIO_MOUNT_RDONLY makes it read-only (recursively with REC).  The fallback does
- * a bind then a read-only remount that keeps nosuid/nodev/noexec; REC|RDONLY there is
+ * (rbind), PYCRIO_MOUNT_RDONLY makes it read-only (recursively with REC), PYCRIO_MOUNT_PRIVATE
+ * makes the copies private (recursively with REC) before they are attached, so nothing mounted
+ * later under a shared source propagates into them.  The fallback does a bind, then a
+ * read-only remount that keeps nosuid/nodev/noexec, then MS_PRIVATE; REC|RDONLY there is
  * EOPNOTSUPP (a recursive read-only bind needs mount_setattr, Linux 5.12).  0 or -errno. */
 int pycrio_mount_bind(const char *source, const char *target, int flags, struct pycrio_err *err);
 

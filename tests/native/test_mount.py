@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -364,6 +365,46 @@ def test_a_bind_clone_of_a_recursive_read_only_tree_keeps_it_read_only(tmpdir_sh
     with pytest.raises(OSError) as info:
         _write(os.path.join(clone, "sub", "f"), "x")
     assert info.value.errno == errno.EROFS
+
+
+def _peer_groups(path: str) -> set[str]:
+    """The "shared:N" tags of the mount at path (empty: not shared)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == path:
+                return {o for o in fields[6 : fields.index("-")] if o.startswith("shared:")}
+    raise AssertionError(f"{path} is not a mount point")
+
+
+def test_private_bind_is_no_peer_of_a_shared_source(tmpdir_short, unmount_later, api):
+    src = unmount_later(os.path.join(tmpdir_short, "src"))
+    sub = os.path.join(src, "sub")
+    peer, private = unmount_later(os.path.join(tmpdir_short, "peer")), unmount_later(os.path.join(tmpdir_short, "priv"))
+    _mkdirs(src, peer, private)
+    native.mount_tmpfs(src, "size=1m")
+    subprocess.run(["mount", "--make-shared", src], check=True)
+    group = _peer_groups(src)
+    assert group
+    native.mount_bind(src, peer, api)
+    native.mount_bind(src, private, api | native.MOUNT_PRIVATE | native.MOUNT_REC)
+    assert _peer_groups(peer) == group and not group & _peer_groups(private)
+    os.mkdir(sub)
+    native.mount_tmpfs(sub, "size=1m")  # propagates to the peer, not into the private copy
+    unmount_later(os.path.join(peer, "sub"))
+    unmount_later(sub)
+    assert _mountinfo(os.path.join(peer, "sub")) and not _mountinfo(os.path.join(private, "sub"))
+
+
+def test_private_recursive_read_only_bind(tmpdir_short, unmount_later):
+    src = os.path.join(tmpdir_short, "src")
+    sub = unmount_later(os.path.join(src, "sub"))
+    dst = unmount_later(os.path.join(tmpdir_short, "dst"))
+    _mkdirs(sub, dst)
+    native.mount_tmpfs(sub, "size=1m")
+    native.mount_bind(src, dst, native.MOUNT_REC | native.MOUNT_RDONLY | native.MOUNT_PRIVATE)
+    unmount_later(os.path.join(dst, "sub"))
+    assert "ro" in _mountinfo(os.path.join(dst, "sub"))[0][0]
 
 
 def test_recursive_read_only_bind_fallback_is_eopnotsupp(tmpdir_short):
