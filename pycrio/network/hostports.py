@@ -10,13 +10,20 @@ them, and wipe removes the whole maps.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import shutil
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 
 from pycrio.errors import FailedPrecondition, InvalidArgument
 from pycrio.network import nft
 from pycrio.network.pod import PortMapping
+
+logger = logging.getLogger("pycrio.network")
+
+LEAVE_WAIT = 10.0  # seconds a new pod waits for the hostPort of a pod being torn down
 
 
 def _host_ip(mapping: PortMapping) -> str:
@@ -54,6 +61,8 @@ class HostPorts:
         self.bridge = bridge
         self._lock = threading.Lock()
         self._by_key: dict[tuple[str, str, int], str] = {}  # (host ip or "", protocol, port) -> pod ip
+        self._leaving: dict[str, threading.Event] = {}  # pod ip -> set when its mappings are gone
+        self._threads: list[threading.Thread] = []
 
     def load(self) -> None:
         """Read what is published (a restarted daemon's pods)."""
@@ -61,31 +70,92 @@ class HostPorts:
             self._by_key = {(ip, p, port): pod_ip for ip, p, port, pod_ip, _ in published(self.bridge)}
 
     def add(self, pod_id: str, pod_ip: str, mappings: list[PortMapping]) -> None:
-        """Publish the pod's hostPorts; FailedPrecondition (nothing added) when one is taken by another pod."""
+        """Publish the pod's hostPorts; FailedPrecondition (nothing added) when one is taken by another pod.
+
+        A hostPort of a pod being torn down (remove_in_background) is waited for, up to LEAVE_WAIT s.
+        """
         _check(mappings)
-        with self._lock:
-            lines, keys = [], []
-            for m in mappings:
-                key = (_host_ip(m), m.protocol, m.host_port)
-                # The same port on the same address, or on every address against any one address.
-                if any(k[1:] == key[1:] and (k[0] == key[0] or "" in (k[0], key[0])) for k in self._by_key):
-                    where = f"{key[0] or '0.0.0.0'}:{m.host_port}/{m.protocol}"
+        deadline = time.monotonic() + LEAVE_WAIT
+        while True:
+            with self._lock:
+                holders = {self._holder(m) for m in mappings} - {None}
+                leaving = [self._leaving[ip] for ip in holders if ip in self._leaving]
+                if not holders:
+                    self._publish(pod_id, pod_ip, mappings)
+                    break
+                if len(leaving) < len(holders) or time.monotonic() > deadline:
+                    m = next(m for m in mappings if self._holder(m) is not None)
+                    where = f"{_host_ip(m) or '0.0.0.0'}:{m.host_port}/{m.protocol}"
                     raise FailedPrecondition(f"pod {pod_id[:12]}: hostPort {where} is already used by another pod")
-                keys.append(key)
-                value = f"{pod_ip} . {m.container_port}"
-                if key[0]:
-                    name, elem = nft.addr_map(self.bridge), f"{key[0]} . {m.protocol} . {m.host_port}"
-                else:
-                    name, elem = nft.any_map(self.bridge), f"{m.protocol} . {m.host_port}"
-                lines.append(f"create element ip {nft.TABLE} {name} {{ {elem} : {value} }}")
-            try:
-                nft.run("\n".join(lines) + "\n")
-            except OSError as e:
-                if "File exists" in str(e):  # published by someone else on this bridge
-                    raise FailedPrecondition(f"pod {pod_id[:12]}: a hostPort is already used by another pod") from e
-                raise
-            self._by_key.update(dict.fromkeys(keys, pod_ip))
+            for event in leaving:
+                event.wait(max(0.0, deadline - time.monotonic()))
         _forget_udp_flows(mappings)
+
+    def _holder(self, m: PortMapping) -> str | None:
+        """The pod address holding m's hostPort: the same port on the same address, or on every
+        address against any one address. Called with the lock held."""
+        key = (_host_ip(m), m.protocol, m.host_port)
+        for k, ip in self._by_key.items():
+            if k[1:] == key[1:] and (k[0] == key[0] or "" in (k[0], key[0])):
+                return ip
+        return None
+
+    def _publish(self, pod_id: str, pod_ip: str, mappings: list[PortMapping]) -> None:
+        lines, keys = [], []
+        for m in mappings:
+            key = (_host_ip(m), m.protocol, m.host_port)
+            keys.append(key)
+            value = f"{pod_ip} . {m.container_port}"
+            if key[0]:
+                name, elem = nft.addr_map(self.bridge), f"{key[0]} . {m.protocol} . {m.host_port}"
+            else:
+                name, elem = nft.any_map(self.bridge), f"{m.protocol} . {m.host_port}"
+            lines.append(f"create element ip {nft.TABLE} {name} {{ {elem} : {value} }}")
+        try:
+            nft.run("\n".join(lines) + "\n")
+        except OSError as e:
+            if "File exists" in str(e):  # published by someone else on this bridge
+                raise FailedPrecondition(f"pod {pod_id[:12]}: a hostPort is already used by another pod") from e
+            raise
+        self._by_key.update(dict.fromkeys(keys, pod_ip))
+
+    def publishes(self, pod_ip: str) -> bool:
+        with self._lock:
+            return pod_ip in self._by_key.values()
+
+    def remove_in_background(self, pod_ip: str, then: Callable[[], object]) -> None:
+        """remove(pod_ip) on a thread of its own, then `then()` (the address's release) once it worked.
+
+        nftables deletes map elements only after an RCU grace period (10-20 ms here), which
+        StopPodSandbox need not wait for. The address stays held until the mappings are gone, so
+        no new pod gets traffic meant for the old one; a failure is logged and keeps it held.
+        """
+        with self._lock:
+            if pod_ip in self._leaving:
+                return
+            done = self._leaving[pod_ip] = threading.Event()
+
+        def work() -> None:
+            try:
+                self.remove(pod_ip)
+            except OSError as e:
+                logger.error("hostPorts of %s stay published, its address stays held: %s", pod_ip, e)
+                return
+            finally:
+                with self._lock:
+                    self._leaving.pop(pod_ip, None)
+                done.set()
+            then()
+
+        thread = threading.Thread(target=work, name=f"hostports-{pod_ip}")
+        self._threads.append(thread)
+        thread.start()
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait for the removals still running (daemon stop, tests)."""
+        threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join(timeout)
 
     def remove(self, pod_ip: str) -> int:
         """Unpublish every hostPort that leads to pod_ip; how many there were."""

@@ -99,7 +99,8 @@ def test_tcp_hostport_from_loopback_bridge_address_and_other_pods(net, pods, ser
     assert _in_pod_tcp(pin_a, gw, port) == "b'pod:x'", "hairpin: the pod to its own hostPort"
     assert hostports.published(net.cfg.bridge) == [("", "tcp", port, pa.ip, 8080)]
     net.teardown(a, pin_a)
-    assert hostports.published(net.cfg.bridge) == []
+    net.hostports.wait_idle()
+    assert hostports.published(net.cfg.bridge) == [] and a not in net.allocations()
     with pytest.raises(OSError):
         _tcp("127.0.0.1", port)
 
@@ -164,10 +165,25 @@ def test_a_restarted_network_still_removes_the_hostports_of_old_pods(net, pods, 
     try:
         again.start()
         again.teardown(a, pin)
+        again.hostports.wait_idle()
         assert hostports.published(net.cfg.bridge) == [] and again.allocations() == {}
     finally:
         again.close()
         db.close()
+
+
+def test_a_stopped_pods_hostport_goes_to_the_next_pod_at_once(net, pods, serve):
+    """Teardown unpublishes in the background (nft waits for an RCU grace period); the address is
+    held until then, and a new pod asking for the same hostPort waits for it instead of failing."""
+    (a, pin_a), (b, pin_b) = pods(2)
+    port = _free_port()
+    pa = net.setup(a, pin_a, _pod(PortMapping("tcp", 80, port)))
+    net.teardown(a, pin_a)
+    pb = net.setup(b, pin_b, _pod(PortMapping("tcp", 8080, port)))
+    serve(pin_b, "tcp", 8080)
+    assert _tcp("127.0.0.1", port) == b"pod:hi"
+    assert hostports.published(net.cfg.bridge) == [("", "tcp", port, pb.ip, 8080)]
+    assert pb.ip != pa.ip and a not in net.allocations()
 
 
 def test_remove_bridge_takes_maps_and_chains(net, pods):
