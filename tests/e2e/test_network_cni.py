@@ -23,8 +23,8 @@ from pycrio.cri import api_pb2
 from pycrio.errors import DeadlineExceeded, FailedPrecondition, Unavailable
 from pycrio.network.cni import CniNetwork
 from pycrio.network.pod import PodInfo, PortMapping
-from tests.e2e.test_images import pull, registry_daemon
-from tests.e2e.test_pods import Node
+from tests.e2e.test_images import registry_daemon
+from tests.e2e.test_pods import Node, busybox_node
 from tests.support import cni as cnisupport
 from tests.support.cni import CniEnv
 
@@ -307,13 +307,8 @@ def cni_node(env, daemon_factory, registry, busybox_image) -> Iterator[Node]:
     env.write(env.conflist())
     probe = daemon_factory("probe")  # only for its bridge name, never started
     d = registry_daemon(daemon_factory, registry.host, config=_cni_config(probe, env), log_level="debug")
-    image = f"{registry.host}/test/busybox:latest"
-    pull(d, image)
-    n = Node(d, image)
-    yield n
-    if d.proc.poll() is None:
-        n.cleanup()
-        assert d.stop() == 0, d.log()
+    with busybox_node(d, registry.host) as n:
+        yield n
 
 
 def _network_condition(d) -> api_pb2.RuntimeCondition:

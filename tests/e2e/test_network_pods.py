@@ -1,4 +1,5 @@
 """The built-in pod network through the daemon: pods talk over TCP, hostPorts, IPAM across crashes, leaks."""
+# ruff: noqa: F811  (test functions take the imported netnode fixture by name)
 
 from __future__ import annotations
 
@@ -14,22 +15,10 @@ import pytest
 
 from pycrio.cri import api_pb2
 from pycrio.network import host_veth_name
-from tests.e2e.test_images import pull, registry_daemon
 from tests.e2e.test_pods import Node
+from tests.e2e.test_pods import node as netnode  # noqa: F401 - test_pods' node fixture, here as netnode
 
 SERVE = ["nc", "-ll", "-p", "8080", "-e", "echo", "hello from the pod"]
-
-
-@pytest.fixture
-def netnode(daemon_factory, registry, busybox_image):
-    d = registry_daemon(daemon_factory, registry.host)
-    image = f"{registry.host}/test/busybox:latest"
-    pull(d, image)
-    n = Node(d, image)
-    yield n
-    if d.proc.poll() is None:
-        n.cleanup()
-        assert d.stop() == 0, d.log()
 
 
 def _ip(node: Node, pod_id: str) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import time
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -92,16 +94,22 @@ class Node:
             self.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod.id), timeout=60)
 
 
-@pytest.fixture
-def node(daemon_factory, registry, busybox_image):
-    d = registry_daemon(daemon_factory, registry.host)
-    image = f"{registry.host}/test/busybox:latest"
+@contextlib.contextmanager
+def busybox_node(d, registry_host: str) -> Iterator[Node]:
+    """A Node on the started daemon d with the test busybox pulled; every pod removed and d stopped after."""
+    image = f"{registry_host}/test/busybox:latest"
     pull(d, image)
     n = Node(d, image)
     yield n
     if d.proc.poll() is None:
         n.cleanup()
         assert d.stop() == 0, d.log()
+
+
+@pytest.fixture
+def node(daemon_factory, registry, busybox_image):
+    with busybox_node(registry_daemon(daemon_factory, registry.host), registry.host) as n:
+        yield n
 
 
 def test_container_runs_logs_and_exits(node):
