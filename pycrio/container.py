@@ -124,6 +124,11 @@ class ContainerOps:
                 cgroup_oom_dir=self._oom_dir(facts["cgroups_path"]),
             )
             facts["created"] = True
+            if staged:
+                # runc gave the container its own copies; the host's go now, so that no host path
+                # under them stays a mountpoint here (the host may unmount and rmdir a volume's
+                # submounts while the container runs, as with an OCI runtime's own `rro`).
+                await asyncio.get_running_loop().run_in_executor(None, volumes.unstage, bundle)
             facts["pid"] = pid
             facts["pid_start"] = procs.start_ticks(pid)
             facts["own_pid_ns"] = sandbox.pid_mode == api_pb2.CONTAINER
