@@ -97,6 +97,12 @@ class OCIRuntime:
         text = _message(err)
         if "not running" in text or "does not exist" in text or "container not found" in text:
             return False
+        # runc reads the container's cgroups to kill --all; a container that ended meanwhile (and whose
+        # eager delete is removing them) fails that way: ask the runtime what it is now.
+        with contextlib.suppress(OCIRuntimeFailed):
+            state = await self.state(container_id)
+            if state is None or state.get("status") == "stopped":
+                return False
         raise OCIRuntimeFailed(f"{self.handler} kill {container_id}: {text}")
 
     async def delete(self, container_id: str, force: bool = True) -> None:

@@ -1,4 +1,4 @@
-"""OCIRuntime.delete against a fake runtime binary: what it retries, what it tolerates, what it reports."""
+"""OCIRuntime.delete and kill against a fake runtime binary: what they retry, tolerate and report."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from pycrio import config
 from pycrio.oci import DELETE_ATTEMPTS, OCIRuntime, OCIRuntimeFailed
 
 FAKE = """#!/bin/sh
-# Answers `delete` with the next line of $0.answers (exit code, message), counting calls.
+# Answers each call with the next line of $0.answers: "CODE MESSAGE"; 0 prints MESSAGE on stdout,
+# others an error line on stderr as runc does. Calls are recorded in $0.calls.
 echo "$@" >> "$0.calls"
 n=$(wc -l < "$0.calls")
 line=$(sed -n "${n}p" "$0.answers")
 [ -z "$line" ] && exit 0
+if [ "${line%% *}" = 0 ]; then echo "${line#* }"; exit 0; fi
 echo "time=x level=error msg=\\"${line#* }\\"" >&2
 exit "${line%% *}"
 """
@@ -35,7 +37,10 @@ def _runtime(tmp_path, *answers: str) -> tuple[OCIRuntime, str]:
 
 
 def _calls(path: str) -> int:
-    return len(open(path).read().splitlines()) if os.path.exists(path) else 0
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return len(f.read().splitlines())
 
 
 def test_a_freeze_race_on_delete_is_retried(tmp_path):
@@ -60,3 +65,23 @@ def test_other_failures_and_a_lasting_race_are_reported(tmp_path):
     with pytest.raises(OCIRuntimeFailed, match="invalid state transition"):
         asyncio.run(rt.delete("c1"))
     assert _calls(calls) == DELETE_ATTEMPTS
+
+
+def test_kill_of_a_container_that_ended_meanwhile_is_not_running(tmp_path):
+    # runc's `kill --all` fails on the vanished cgroup; `state` then says stopped.
+    rt, calls = _runtime(tmp_path, "1 openat2 /sys/fs/cgroup/freezer/x/freezer.state: no such file or directory")
+    state = tmp_path / "fake-runc.answers"
+    state.write_text(state.read_text() + "1 container does not exist\n")
+    assert asyncio.run(rt.kill("c1", 9, all_processes=True)) is False
+    assert open(calls).read().split("\n")[:2] == [
+        "--root " + rt.root + " kill --all c1 9",
+        "--root " + rt.root + " state c1",
+    ]
+
+
+def test_kill_failure_of_a_running_container_is_reported(tmp_path):
+    rt, _ = _runtime(tmp_path, "1 operation not permitted")
+    answers = tmp_path / "fake-runc.answers"
+    answers.write_text(answers.read_text() + '0 {"status": "running"}\n')
+    with pytest.raises(OCIRuntimeFailed, match="kill c1: operation not permitted"):
+        asyncio.run(rt.kill("c1", 9))
