@@ -73,10 +73,8 @@ def test_kill_of_a_container_that_ended_meanwhile_is_not_running(tmp_path):
     state = tmp_path / "fake-runc.answers"
     state.write_text(state.read_text() + "1 container does not exist\n")
     assert asyncio.run(rt.kill("c1", 9, all_processes=True)) is False
-    assert open(calls).read().split("\n")[:2] == [
-        "--root " + rt.root + " kill --all c1 9",
-        "--root " + rt.root + " state c1",
-    ]
+    with open(calls) as f:
+        assert f.read().splitlines() == [f"--root {rt.root} kill --all c1 9", f"--root {rt.root} state c1"]
 
 
 def test_kill_failure_of_a_running_container_is_reported(tmp_path):
