@@ -3,8 +3,8 @@
 Every method is synchronous and blocking (netlink, sqlite, `nft`) and thread-safe: the
 daemon calls them with `asyncio.to_thread` / `run_in_executor`. No thread of the daemon ever
 changes namespace: the pod end of the veth is created directly in the pod's netns
-(IFLA_NET_NS_FD on the peer), and the netlink socket that configures it inside is made by
-pyroute2 in a short-lived forked child (setns + socket, passed back over SCM_RIGHTS).
+(IFLA_NET_NS_FD on the peer), and it is configured through a netlink socket made inside that
+netns by a short-lived child (inside.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import ipaddress
 import json
 import logging
 import os
-import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -27,7 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pycrio import native
 from pycrio.config import NetworkConfig
 from pycrio.errors import InvalidArgument, NotFound
-from pycrio.network import hostports, nft
+from pycrio.network import hostports, inside, nft
 from pycrio.network.ipam import Ipam
 from pycrio.network.pod import PodInfo, PodNetwork
 from pycrio.state import Database
@@ -251,13 +250,15 @@ class BuiltinNetwork:
                 with open(f"/sys/class/net/{host}/brport/hairpin_mode", "w") as f:
                     f.write("1")
                 _nl(ipr.link, "set", ifname=host, state="up")
-            commands = [f"addr add {ip}/{self.subnet.prefixlen} dev {POD_IFNAME}"]
+            addresses = [(str(ip), self.subnet.prefixlen)]
+            gateways = [str(self.gateway)]
             if ip6 is not None and self.subnet6 is not None:
-                commands.append(f"addr add {ip6}/{self.subnet6.prefixlen} dev {POD_IFNAME} nodad")
-            commands += [f"link set {POD_IFNAME} up", f"route add default via {self.gateway}"]
-            if ip6 is not None:
-                commands.append(f"route add default via {self.gateway6}")
-            _configure_inside(netns_path, commands)
+                addresses.append((str(ip6), self.subnet6.prefixlen))
+                gateways.append(str(self.gateway6))
+            try:
+                inside.configure(netns_path, POD_IFNAME, addresses, gateways)
+            except OSError as e:
+                raise OSError(e.errno, f"network: configuring {POD_IFNAME} in {netns_path}: {e.strerror}") from e
             if pod is not None and pod.port_mappings:
                 self.hostports.add(pod_id, str(ip), pod.port_mappings)
             rollback.pop_all()  # success: keep the veth, the address and the hostPorts
@@ -288,22 +289,6 @@ class BuiltinNetwork:
     def allocations(self) -> dict[str, str]:
         """pod_id -> IPv4 address, as recorded (for recovery after a restart)."""
         return self.ipam.allocations()
-
-
-def _configure_inside(netns_path: str, commands: list[str]) -> None:
-    """Addresses, link up and default routes for eth0 inside the pod's netns, by `nsenter ... ip -batch`.
-
-    Not pyroute2's IPRoute(netns=...): it forks the daemon, and the forked child shares the
-    daemon's signal wakeup socket, so a signal to the child reads as one to the daemon.
-    exec'ing a program resets all of that.
-    """
-    done = subprocess.run(
-        ["nsenter", f"--net={netns_path}", "ip", "-batch", "-"],
-        input="".join(c + "\n" for c in commands).encode(),
-        capture_output=True,
-    )
-    if done.returncode != 0:
-        raise OSError(errno.EIO, f"network: configuring {POD_IFNAME} in {netns_path}: {done.stderr.decode().strip()}")
 
 
 def remove_bridge(bridge: str) -> None:
