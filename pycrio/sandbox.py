@@ -19,7 +19,7 @@ import signal
 import time
 from typing import Any
 
-from pycrio import native, procs, spec
+from pycrio import lsm, native, procs, spec
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
@@ -83,6 +83,7 @@ class Sandbox:
         network, pid_mode, ipc = namespace_modes(config)
         if pid_mode == api_pb2.TARGET:
             raise InvalidArgument("a pod sandbox cannot use the TARGET PID namespace mode")
+        lsm.check_selinux(config.linux.security_context.selinux_options, "pod")
         if len(config.hostname.encode()) > HOST_NAME_MAX:
             raise InvalidArgument(f"hostname {config.hostname!r} is longer than {HOST_NAME_MAX} bytes")
         pod_dir, ns_dir = self.dirs(pod_id)

@@ -20,7 +20,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycrio import caps, seccomp
+from pycrio import caps, lsm, seccomp
 from pycrio.cri import api_pb2
 from pycrio.errors import FailedPrecondition, InvalidArgument
 from pycrio.spec_devices import cri_devices, default_device_rules
@@ -363,6 +363,10 @@ def container_spec(
     process["terminal"] = config.tty
     process["capabilities"] = process_capabilities(sc, runtime)
     seccomp_section = _seccomp(sc, process["capabilities"]["effective"])
+    apparmor = lsm.apparmor_profile(sc)
+    if apparmor is not None:
+        process["apparmorProfile"] = apparmor
+    lsm.check_selinux(sc.selinux_options, f"container {config.metadata.name}")
     process["noNewPrivileges"] = sc.no_new_privs
     process["oomScoreAdj"] = oom_score_adj(res.oom_score_adj, runtime.daemon_oom_score_adj)
 

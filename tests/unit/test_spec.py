@@ -471,13 +471,12 @@ def test_seccomp_localhost_errors(rootfs, tmp_path):
         build(rootfs, config)
 
 
-def test_apparmor_and_selinux_are_ignored(rootfs):
+def test_apparmor_and_selinux_unconfined_or_default_add_nothing(rootfs):
     config = container_config()
-    config.linux.security_context.apparmor.profile_type = api_pb2.SecurityProfile.Localhost
-    config.linux.security_context.apparmor.localhost_ref = "k8s-profile"
-    config.linux.security_context.selinux_options.type = "spc_t"
+    config.linux.security_context.apparmor.profile_type = api_pb2.SecurityProfile.Unconfined
     out = build(rootfs, config)
     assert "apparmorProfile" not in out["process"] and "selinuxLabel" not in out["process"]
+    # A Localhost profile or a label on a host without the LSM: tests/unit/test_lsm.py.
 
 
 def test_masked_and_readonly_paths_as_sent_and_none_when_privileged(rootfs):
