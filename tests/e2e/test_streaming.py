@@ -43,7 +43,16 @@ def daemon_fds(node) -> int:
 
 
 def daemon_children(node) -> list[str]:
-    return [" ".join(p.cmdline()) for p in psutil.Process(node.d.proc.pid).children(recursive=True)]
+    """The daemon's live descendants; a zombie counts until the daemon has reaped it."""
+    out = []
+    for p in psutil.Process(node.d.proc.pid).children(recursive=True):
+        try:
+            out.append(" ".join(p.cmdline()))
+        except psutil.ZombieProcess:
+            out.append(f"<zombie {p.pid}>")
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 def wait_for(predicate, timeout=10.0):
