@@ -469,6 +469,9 @@ def test_no_fd_leak_over_many_sessions(case):
         elif i % 4 == 2:
             client.sock.sendall(b"\xff" * 5)
         client.close()
+        # The monitor sees the close a moment later; without waiting, 16 quick sessions fill every
+        # slot and the 17th is refused as too many (which is right: a slot is free once seen free).
+        c.wait_for(lambda: monitor_fds(c) == fds_before, what=f"session {i} closed")
     refused = [Client(c) for _ in range(MAX_CLIENTS + 4)]
     for client in refused:
         client.close()
