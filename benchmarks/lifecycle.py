@@ -70,6 +70,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import bench_network  # noqa: E402
 from pycrio.cri import api_pb2, api_pb2_grpc  # noqa: E402
 from tests.support.images import build_image  # noqa: E402
 from tests.support.push import push_image  # noqa: E402
@@ -233,7 +234,8 @@ def start_pycrio(
     conf = os.path.join(base, "registries.conf")
     with open(conf, "w") as f:
         f.write(f'[[registry]]\nlocation = "{registry_host}"\ninsecure = true\n')
-    open(os.path.join(base, "pycrio.conf"), "w").close()
+    with open(os.path.join(base, "pycrio.conf"), "w") as f:
+        f.write(bench_network.CONFIG)
     os.makedirs(os.path.join(base, "conf.d"))
     if runtime_path:  # the default handler ("runc") runs another OCI runtime binary
         with open(os.path.join(base, "conf.d", "10-runtime.conf"), "w") as f:
@@ -717,6 +719,7 @@ def main() -> int:
                 problems.append("pycrio ignored SIGTERM")
             time.sleep(0.3)
             problems += [f"pycrio: {x}" for x in pycrio_leftovers(base_pycrio, runc_root)]
+            bench_network.remove()
         if ctrd_proc is not None:
             ctrd_proc.send_signal(signal.SIGTERM)
             try:

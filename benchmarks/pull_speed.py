@@ -31,6 +31,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import bench_network  # noqa: E402
 from pycrio.cri import api_pb2, api_pb2_grpc  # noqa: E402
 from tests.support.images import Blob, build_image, layer_media_type  # noqa: E402
 from tests.support.push import push_image  # noqa: E402
@@ -98,7 +99,8 @@ def start_pycrio(base: str, registry_host: str) -> tuple[subprocess.Popen, str]:
     conf = os.path.join(base, "registries.conf")
     with open(conf, "w") as f:
         f.write(f'[[registry]]\nlocation = "{registry_host}"\ninsecure = true\n')
-    open(os.path.join(base, "pycrio.conf"), "w").close()
+    with open(os.path.join(base, "pycrio.conf"), "w") as f:
+        f.write(bench_network.CONFIG)
     os.makedirs(os.path.join(base, "conf.d"))
     sock = os.path.join(base, "run", "pycrio.sock")
     args = ["--config", os.path.join(base, "pycrio.conf"), "--config-dir", os.path.join(base, "conf.d")]
@@ -196,6 +198,7 @@ def main() -> None:
             print(f"pycrio / {label}: {ours / theirs:.2f} of the time")
     finally:
         registry.stop()
+        bench_network.remove()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -18,13 +18,17 @@ import time
 
 import grpc
 
-from pycrio.cri import api_pb2, api_pb2_grpc
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import bench_network  # noqa: E402
+from pycrio.cri import api_pb2, api_pb2_grpc  # noqa: E402
 
 
 def start_pycrio(base: str) -> tuple[subprocess.Popen, str]:
     sock = os.path.join(base, "run", "pycrio.sock")
     conf = os.path.join(base, "pycrio.conf")
-    open(conf, "w").close()
+    with open(conf, "w") as f:
+        f.write(bench_network.CONFIG)
     os.makedirs(os.path.join(base, "conf.d"))
     args = ["--config", conf, "--config-dir", os.path.join(base, "conf.d")]
     args += ["--root", os.path.join(base, "root"), "--runroot", os.path.join(base, "run"), "--log-level", "warning"]
@@ -78,6 +82,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+        bench_network.remove()
         shutil.rmtree(base, ignore_errors=True)
     if args.endpoint:
         report(args.endpoint.rsplit("/", 1)[-1], measure(args.endpoint, args.n))
