@@ -125,10 +125,11 @@ def _delete_table(family: str) -> None:
             raise
 
 
-def rules(bridge: str, chain: str | None = None) -> list[str]:
-    """The rules of one of the bridge's chains (default: masq-BR) as `nft` prints them; [] without it."""
+def rules(bridge: str, chain: str | None = None, family: str = "ip") -> list[str]:
+    """The rules of one of the bridge's chains (default: masq-BR) in table `FAMILY pycrio`, as `nft`
+    prints them; [] without it."""
     proc = subprocess.run(
-        [_nft(), "list", "chain", "ip", TABLE, chain or masq_chain(bridge)], capture_output=True, text=True
+        [_nft(), "list", "chain", family, TABLE, chain or masq_chain(bridge)], capture_output=True, text=True
     )
     if proc.returncode != 0:
         return []
@@ -178,9 +179,3 @@ def remove_bridge_rules6(bridge: str) -> None:
     listing = subprocess.run([_nft(), "list", "table", "ip6", TABLE], capture_output=True, text=True)
     if listing.returncode == 0 and "chain " not in listing.stdout:
         _delete_table("ip6")
-
-
-def rules6(bridge: str) -> list[str]:
-    """The rules of the bridge's IPv6 masquerade chain; [] without it."""
-    proc = subprocess.run([_nft(), "list", "chain", "ip6", TABLE, masq_chain(bridge)], capture_output=True, text=True)
-    return [line.strip() for line in proc.stdout.splitlines() if "masquerade" in line] if proc.returncode == 0 else []

@@ -42,7 +42,7 @@ def test_pods_get_an_ipv6_address_route_and_reach_each_other(net, pods):
     ping6 = ["/bin/busybox", "ping", "-6", "-c1", "-W2"]
     assert _in(pin_a, *ping6, nb.additional_ips[0]).returncode == 0, "pod a -> pod b over IPv6"
     assert _in(pin_b, *ping6, str(net.gateway6)).returncode == 0, "pod -> the bridge's IPv6 address"
-    assert nft.rules6(net.cfg.bridge) == [
+    assert nft.rules(net.cfg.bridge, family="ip6") == [
         f'ip6 saddr {SUBNET6} ip6 daddr != {SUBNET6} masquerade comment "pycrio {net.cfg.bridge}"'
     ]
     net.teardown(a, pin_a)
@@ -52,7 +52,7 @@ def test_pods_get_an_ipv6_address_route_and_reach_each_other(net, pods):
 @DUAL
 def test_remove_bridge_takes_the_ipv6_chain(net):
     net.remove_bridge()
-    assert nft.rules6(net.cfg.bridge) == []
+    assert nft.rules(net.cfg.bridge, family="ip6") == []
 
 
 def test_ipv4_only_network_has_no_ipv6_addresses(net, pods):
