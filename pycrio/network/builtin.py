@@ -10,8 +10,6 @@ netns by a short-lived child (inside.py).
 from __future__ import annotations
 
 import contextlib
-import errno
-import functools
 import hashlib
 import ipaddress
 import json
@@ -20,23 +18,19 @@ import os
 import threading
 from collections.abc import Iterator
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from pycrio import native
 from pycrio.config import NetworkConfig
 from pycrio.errors import InvalidArgument, NotFound
 from pycrio.network import hostports, inside, nft
 from pycrio.network.ipam import Ipam
 from pycrio.network.pod import PodInfo, PodNetwork
+from pycrio.network.rtnl import IFF_UP, Rtnl
 from pycrio.state import Database
 
 logger = logging.getLogger("pycrio.network")
 
 POD_IFNAME = "eth0"
 NSFS_MAGIC = 0x6E736673
-IFF_UP = 0x1
-IFA_F_NODAD = 0x02
 
 
 def host_veth_name(pod_id: str) -> str:
@@ -45,7 +39,7 @@ def host_veth_name(pod_id: str) -> str:
 
 
 class BuiltinNetwork:
-    """The pyroute2 driver of the built-in network; see the module docstring for threading."""
+    """The rtnetlink driver of the built-in network; see the module docstring for threading."""
 
     def __init__(self, cfg: NetworkConfig, db: Database):
         self.cfg = cfg
@@ -61,21 +55,21 @@ class BuiltinNetwork:
         self.gateway6 = next(self.subnet6.hosts()) if self.subnet6 else None
         self.ipam6 = Ipam(db, self.subnet6, self.gateway6) if self.subnet6 and self.gateway6 else None
         self.hostports = hostports.HostPorts(cfg.bridge)
-        # One rtnetlink socket for the network's life: making an IPRoute costs 2-5 ms (pyroute2 0.9).
-        self._ipr: IPRoute | None = None
+        # One rtnetlink socket for the network's life, one request at a time.
+        self._ipr: Rtnl | None = None
         self._ipr_lock = threading.Lock()
 
     @contextlib.contextmanager
-    def _rtnl(self) -> Iterator[IPRoute]:
+    def _rtnl(self) -> Iterator[Rtnl]:
         """The shared rtnetlink socket, one user (thread) at a time."""
         with self._ipr_lock:
             if self._ipr is None:
-                self._ipr = IPRoute()
+                self._ipr = Rtnl()
             yield self._ipr
 
     def _delete_host_link(self, name: str) -> None:
         with self._rtnl() as ipr:
-            _delete_link(name, ipr)
+            ipr.delete_link(name)
 
     def close(self) -> None:
         self.hostports.wait_idle()
@@ -98,19 +92,19 @@ class BuiltinNetwork:
         """Bridge present, up, MTU, gateway/prefix on it; ip_forward=1; the masquerade rule. Idempotent."""
         br = self.cfg.bridge
         with self._rtnl() as ipr:
-            if not ipr.link_lookup(ifname=br):
+            if ipr.link_lookup(br) is None:
                 with contextlib.suppress(FileExistsError):  # another caller made it meanwhile
-                    _nl(ipr.link, "add", ifname=br, kind="bridge", mtu=self.cfg.mtu)
+                    ipr.add_bridge(br, self.cfg.mtu)
                 logger.info("created bridge %s", br)
-            index = ipr.link_lookup(ifname=br)[0]
-            kind = ipr.get_links(index)[0].get(("linkinfo", "kind"))
+            index = ipr.link_index(br)
+            kind, _ = ipr.link_kind_and_flags(br) or ("", 0)
             if kind != "bridge":
                 raise InvalidArgument(f"network: {br} exists and is a {kind or 'non-bridge'} link, not a bridge")
-            _nl(ipr.link, "set", index=index, mtu=self.cfg.mtu, state="up")
+            ipr.set_link(index, up=True, mtu=self.cfg.mtu)
             for subnet in [self.subnet, *self.previous]:
                 gateway = self.gateway if subnet == self.subnet else next(subnet.hosts())
                 with contextlib.suppress(FileExistsError):
-                    _nl(ipr.addr, "add", index=index, address=str(gateway), prefixlen=subnet.prefixlen)
+                    ipr.add_address(index, str(gateway), subnet.prefixlen)
         with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
             f.write("1")
         # hostPorts on 127.0.0.1: DNAT'ed loopback traffic leaves through the bridge (nft.py guards it).
@@ -128,16 +122,9 @@ class BuiltinNetwork:
         with open(f"/proc/sys/net/ipv6/conf/{br}/disable_ipv6", "w") as f:
             f.write("0")
         with self._rtnl() as ipr:
-            index = ipr.link_lookup(ifname=br)[0]
+            index = ipr.link_index(br)
             with contextlib.suppress(FileExistsError):
-                _nl(
-                    ipr.addr,
-                    "add",
-                    index=index,
-                    address=str(self.gateway6),
-                    prefixlen=self.subnet6.prefixlen,
-                    flags=IFA_F_NODAD,
-                )
+                ipr.add_address(index, str(self.gateway6), self.subnet6.prefixlen)  # no DAD
         with open("/proc/sys/net/ipv6/conf/all/forwarding", "w") as f:
             f.write("1")
         nft.ensure_bridge_rules6(br, self.subnet6, self.cfg.masquerade)
@@ -205,12 +192,12 @@ class BuiltinNetwork:
         """(True, "") when the bridge exists and is administratively up; else (False, why)."""
         try:
             with self._rtnl() as ipr:
-                found = ipr.link_lookup(ifname=self.cfg.bridge)
-                if not found:
+                found = ipr.link_kind_and_flags(self.cfg.bridge)
+                if found is None:
                     return False, f"bridge {self.cfg.bridge} does not exist"
-                if not ipr.get_links(found[0])[0]["flags"] & IFF_UP:
+                if not found[1] & IFF_UP:
                     return False, f"bridge {self.cfg.bridge} is down"
-        except (OSError, NetlinkError) as e:
+        except OSError as e:
             return False, f"bridge {self.cfg.bridge}: {e}"
         return True, ""
 
@@ -227,29 +214,20 @@ class BuiltinNetwork:
             fd = _open_netns(pod_id, netns_path)
             undo.callback(os.close, fd)
             with self._rtnl() as ipr:
-                bridge = ipr.link_lookup(ifname=self.cfg.bridge)
-                if not bridge:
+                bridge = ipr.link_lookup(self.cfg.bridge)
+                if bridge is None:
                     raise NotFound(f"network: bridge {self.cfg.bridge} does not exist (ensure_bridge not run)")
                 rollback = undo.enter_context(contextlib.ExitStack())
                 ip = self.ipam.allocate(pod_id)
                 rollback.callback(self.ipam.release, pod_id)  # both families' addresses
                 ip6 = self.ipam6.allocate(pod_id) if self.ipam6 is not None else None
                 try:
-                    _nl(
-                        ipr.link,
-                        "add",
-                        ifname=host,
-                        kind="veth",
-                        mtu=self.cfg.mtu,
-                        master=bridge[0],
-                        peer={"ifname": POD_IFNAME, "net_ns_fd": fd, "mtu": self.cfg.mtu},
-                    )
+                    ipr.add_veth(host, self.cfg.mtu, bridge, POD_IFNAME, fd)
                 except FileExistsError as e:
                     raise InvalidArgument(f"network: pod {pod_id}: link {host} already exists") from e
                 rollback.callback(self._delete_host_link, host)  # runs after this block let go of the socket
                 with open(f"/sys/class/net/{host}/brport/hairpin_mode", "w") as f:
                     f.write("1")
-                _nl(ipr.link, "set", ifname=host, state="up")
             addresses = [(str(ip), self.subnet.prefixlen)]
             gateways = [str(self.gateway)]
             if ip6 is not None and self.subnet6 is not None:
@@ -293,10 +271,8 @@ class BuiltinNetwork:
 
 def remove_bridge(bridge: str) -> None:
     """Delete bridge and its nftables chains and maps; missing is fine (pycrio wipe needs no database)."""
-    with IPRoute() as ipr:
-        for index in ipr.link_lookup(ifname=bridge):
-            with contextlib.suppress(FileNotFoundError, LookupError):
-                _nl(ipr.link, "del", index=index)
+    with Rtnl() as ipr:
+        ipr.delete_link(bridge)
     nft.remove_bridge_rules(bridge)
     nft.remove_bridge_rules6(bridge)
 
@@ -309,21 +285,3 @@ def _open_netns(pod_id: str, path: str) -> int:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError as e:
         raise NotFound(f"network: pod {pod_id}: network namespace {path} does not exist") from e
-
-
-def _delete_link(name: str, ipr: IPRoute) -> None:
-    """Delete the link called name in the host netns; a missing one is fine."""
-    with contextlib.suppress(FileNotFoundError, LookupError):
-        _nl(ipr.link, "del", ifname=name)
-
-
-def _nl(call, *args, **kwargs):  # type: ignore[no-untyped-def]
-    """A pyroute2 call whose NetlinkError becomes the OSError subclass of its errno (ENODEV: LookupError)."""
-    try:
-        return call(*args, **kwargs)
-    except NetlinkError as e:
-        inner = call.args[0] if isinstance(call, functools.partial) and call.args else call  # pyroute2 wraps
-        what = f"netlink {getattr(inner, '__name__', 'call')} {' '.join(map(str, args))} {kwargs.get('ifname', '')}"
-        if e.code == errno.ENODEV:
-            raise LookupError(f"{what.strip()}: no such device") from e
-        raise OSError(e.code, f"{what.strip()}: {os.strerror(e.code)}") from e
