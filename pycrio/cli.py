@@ -172,6 +172,10 @@ def cmd_wipe(args: argparse.Namespace) -> int:
 
     for pid in kill_recorded_pauses(cfg.runroot):
         print(f"killed pause {pid}")
+    from pycrio.pod_cgroup import remove_recorded
+
+    for cgroup in remove_recorded(cfg.runroot):  # once the containers and pauses in it are gone
+        print(f"removed pod cgroup {cgroup}")
     from pycrio.network import cni
 
     for line in cni.wipe(cfg.network):  # before the pins go: DEL passes each pod's netns

@@ -194,6 +194,7 @@ class Lifecycle:
         async with self._locks[pod.id]:
             ops = self.sandbox_ops(pod.runtime_handler)
             await ops.teardown(pod.id, pod.facts)
+            await ops.release_pod_cgroup(pod.facts)
             ops.remove_dirs(pod.facts)
             self.store.delete_pod(pod.id)
         self._locks.pop(pod.id, None)
@@ -415,5 +416,7 @@ class Lifecycle:
                     facts[f"{kind}ns"] = os.path.join(ns_dir, kind)
                 with contextlib.suppress(Exception):
                     await ops.teardown(pod.id, facts)
+                with contextlib.suppress(Exception):  # found through its record (pod-cgroup.json)
+                    await ops.release_pod_cgroup(facts)
                 ops.remove_dirs(facts)
                 self.store.delete_pod(pod.id)

@@ -19,7 +19,7 @@ import signal
 import time
 from typing import Any
 
-from pycrio import lsm, native, procs, spec
+from pycrio import lsm, native, pod_cgroup, procs, spec
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
@@ -86,6 +86,8 @@ class Sandbox:
         lsm.check_selinux(config.linux.security_context.selinux_options, "pod")
         if len(config.hostname.encode()) > HOST_NAME_MAX:
             raise InvalidArgument(f"hostname {config.hostname!r} is longer than {HOST_NAME_MAX} bytes")
+        host = self.runtime_facts
+        cgroup_plan = pod_cgroup.plan(host.cgroup_manager, host.cgroup_version, config.linux, pod_id)
         pod_dir, ns_dir = self.dirs(pod_id)
         facts: dict[str, Any] = {"dir": pod_dir, "ns_dir": ns_dir, "pid_mode": pid_mode}
         timings: dict[str, float] = {}
@@ -115,6 +117,10 @@ class Sandbox:
                 facts["shm_path"] = shm
                 facts["shm_mounted"] = True
             timings["files"] = time.monotonic() - t
+            if cgroup_plan is not None:  # only for a pod with resources/overhead and no cgroup yet
+                t = time.monotonic()
+                await self._make_pod_cgroup(cgroup_plan, config, facts)
+                timings["pod cgroup"] = time.monotonic() - t
             t = time.monotonic()
             kinds = 0
             if not host_network:
@@ -144,6 +150,8 @@ class Sandbox:
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.teardown(pod_id, facts)
+            with contextlib.suppress(Exception):
+                await self.release_pod_cgroup(facts)
             self.remove_dirs(facts)
             raise
         logger.debug(
@@ -162,7 +170,7 @@ class Sandbox:
             utsns_path=facts.get("utsns"),
             pid_mode=pid_mode,
             pid_ns_path=f"/proc/{pause_pid}/ns/pid" if pause_pid else None,
-            cgroup_parent=config.linux.cgroup_parent,
+            cgroup_parent=pod_cgroup.cgroup_parent(config, facts),
             resolv_conf_path=facts.get("resolv_conf_path"),
             hostname_path=facts.get("hostname_path"),
             shm_path=facts.get("shm_path"),
@@ -180,7 +188,7 @@ class Sandbox:
         facts["pause_direct"] = True
         facts["pause_cgroups"] = []
         if self.runtime_facts.cgroup_manager == "cgroupfs":
-            cgroup = cgroups_path("cgroupfs", config.linux.cgroup_parent, pod_id)
+            cgroup = cgroups_path("cgroupfs", pod_cgroup.cgroup_parent(config, facts), pod_id)
             facts["pause_cgroups"] = await asyncio.to_thread(_make_cgroups, cgroup)
         else:
             # A systemd scope would need a D-Bus call to systemd per pod: the pause stays in the
@@ -199,6 +207,20 @@ class Sandbox:
         facts["pause_pid"] = pid
         facts["pause_start"] = procs.start_ticks(pid)
         _write_pause_record(facts)
+
+    async def _make_pod_cgroup(
+        self, plan: pod_cgroup.Plan, config: api_pb2.PodSandboxConfig, facts: dict[str, Any]
+    ) -> None:
+        """The pod cgroup with the pod's limits (pod_cgroup), recorded before it is made."""
+        facts["pod_cgroup"] = plan.record()
+        pod_cgroup.write_record(facts["dir"], facts["pod_cgroup"])
+        await asyncio.to_thread(pod_cgroup.make, plan)
+        if not config.linux.cgroup_parent:
+            facts["cgroup_parent"] = plan.cgroup  # <default parent>/pycrio-pod-<id>
+
+    async def release_pod_cgroup(self, facts: dict[str, Any]) -> None:
+        """Remove the pod cgroup pycrio made (RemovePodSandbox, once the containers are gone); safe to repeat."""
+        await asyncio.to_thread(pod_cgroup.release, facts)
 
     async def _stop_pause(self, facts: dict[str, Any]) -> None:
         """SIGKILL the directly started pause, wait until it is gone (a zombie counts), rmdir its cgroups."""

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pycrio import pod_cgroup
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
 from pycrio.runtime_store import ContainerRecord, PodRecord, RuntimeStore
@@ -328,7 +329,8 @@ class Stats:
     def _pause_cgroup(self, pod: PodRecord) -> str | None:
         """The cgroup the pod's pause is (or would be) made in, as spec.pause_spec names it."""
         try:
-            return resolve(cgroups_path(self.manager, pod.config.linux.cgroup_parent, pod.id), self.manager)
+            parent = pod_cgroup.cgroup_parent(pod.config, pod.facts)  # the pod cgroup pycrio made, if any
+            return resolve(cgroups_path(self.manager, parent, pod.id), self.manager)
         except InvalidArgument:
             return None
 

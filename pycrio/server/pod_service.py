@@ -7,6 +7,7 @@ import time
 
 from pycrio.cri import api_pb2
 from pycrio.lifecycle import Lifecycle
+from pycrio.pod_cgroup import describe
 from pycrio.runtime_store import PodRecord
 from pycrio.server.convert import POD_STATES, pod_status
 
@@ -38,7 +39,9 @@ class PodServicer:
         status = pod_status(pod)
         info = {}
         if request.verbose:
-            info["info"] = json.dumps({"facts": pod.facts, "name": pod.name})
+            info["info"] = json.dumps(
+                {"facts": pod.facts, "name": pod.name, "podResources": describe(pod.config, pod.facts)}
+            )
         return api_pb2.PodSandboxStatusResponse(status=status, info=info, timestamp=time.time_ns())
 
     def _pod(self, pod: PodRecord) -> api_pb2.PodSandbox:
