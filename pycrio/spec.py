@@ -33,7 +33,14 @@ from pycrio.spec_mounts import (
     merge_mounts,
     proc_mount,
 )
-from pycrio.spec_resources import cgroup_version, cgroups_path, daemon_oom_score_adj, linux_resources, oom_score_adj
+from pycrio.spec_resources import (
+    cgroup_version,
+    cgroups_path,
+    daemon_oom_score_adj,
+    hugepage_sizes,
+    linux_resources,
+    oom_score_adj,
+)
 from pycrio.spec_user import ImageUsers, check_id, lookup_user, resolve_image_user, resolve_user
 
 __all__ = [
@@ -111,16 +118,19 @@ class RuntimeFacts:
     daemon_oom_score_adj: int  # spec_resources.daemon_oom_score_adj()
     cgroup_manager: str  # "cgroupfs" or "systemd"
     cgroup_version: int  # 1 or 2: spec_resources.cgroup_version()
+    hugepage_sizes: frozenset | None = None  # spec_resources.hugepage_sizes(); None: not checked
 
     @classmethod
     def probe(cls, default_capabilities: list[str], cgroup_manager: str) -> RuntimeFacts:
-        """Facts of this host read from /proc, with the given configuration."""
+        """Facts of this host read from /proc and /sys, with the given configuration."""
+        version = cgroup_version()
         return cls(
             default_capabilities=list(default_capabilities),
             daemon_capabilities=caps.daemon_capabilities(),
             daemon_oom_score_adj=daemon_oom_score_adj(),
             cgroup_manager=cgroup_manager,
-            cgroup_version=cgroup_version(),
+            cgroup_version=version,
+            hugepage_sizes=hugepage_sizes(version),
         )
 
 
@@ -383,7 +393,7 @@ def container_spec(
         extra_mounts,
     )
     devices, device_rules = cri_devices(config.devices, privileged)
-    resources = linux_resources(res, runtime.cgroup_version)
+    resources = linux_resources(res, runtime.cgroup_version, runtime.hugepage_sizes)
     resources["devices"] = device_rules
 
     linux: dict[str, Any] = {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import posixpath
 import re
 from typing import Any
 
 from pycrio.cri import api_pb2
-from pycrio.errors import InvalidArgument
+from pycrio.errors import FailedPrecondition, InvalidArgument
 
 DEFAULT_CGROUPFS_PARENT = "/pycrio"
 DEFAULT_SYSTEMD_SLICE = "system.slice"
@@ -42,6 +44,30 @@ def daemon_oom_score_adj(path: str = "/proc/self/oom_score_adj") -> int:
     """This process's oom_score_adj: the lowest a container can get without CAP_SYS_RESOURCE."""
     with open(path, encoding="ascii") as f:
         return int(f.read().strip())
+
+
+def hugepage_sizes(
+    version: int, cgroup_root: str = "/sys/fs/cgroup", mm: str = "/sys/kernel/mm/hugepages"
+) -> frozenset[str]:
+    """The page sizes ("2MB", "1GB": runc's names) whose use this host's hugetlb cgroup controller can limit;
+    empty without the controller."""
+    if version == 2:
+        try:
+            with open(os.path.join(cgroup_root, "cgroup.controllers"), encoding="ascii") as f:
+                present = "hugetlb" in f.read().split()
+        except OSError:
+            present = False
+    else:
+        present = os.path.isdir(os.path.join(cgroup_root, "hugetlb"))
+    sizes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(mm) if present else []:
+            if name.startswith("hugepages-") and name.endswith("kB") and name[10:-2].isdigit():
+                size, unit = int(name[10:-2]), 0
+                while size >= 1024 and size % 1024 == 0 and unit < 3:
+                    size, unit = size // 1024, unit + 1
+                sizes.add(f"{size}{'KMGT'[unit]}B")
+    return frozenset(sizes)
 
 
 # ---------------------------------------------------------------- cgroup path
@@ -153,7 +179,10 @@ def _memory(r: api_pb2.LinuxContainerResources) -> dict[str, Any]:
     return memory
 
 
-def _hugepages(r: api_pb2.LinuxContainerResources) -> list[dict[str, Any]]:
+def _hugepages(r: api_pb2.LinuxContainerResources, sizes: frozenset | None) -> list[dict[str, Any]]:
+    """hugepageLimits; with sizes (hugepage_sizes()) checked against the host. A limit of 0 (what the kubelet
+    sends for each of the node's page sizes that the pod does not request) is dropped when the host cannot
+    limit that size: nothing is lost that the host could enforce, and runc would fail on it."""
     out, seen = [], set()
     for h in r.hugepage_limits:
         if not _PAGE_SIZE.fullmatch(h.page_size):
@@ -161,6 +190,17 @@ def _hugepages(r: api_pb2.LinuxContainerResources) -> list[dict[str, Any]]:
         if h.page_size in seen:
             raise InvalidArgument(f"hugepage_limits: page size {h.page_size} is given twice")
         seen.add(h.page_size)
+        if sizes is not None and h.page_size not in sizes:
+            if h.limit == 0:
+                continue
+            if not sizes:
+                raise FailedPrecondition(
+                    f"hugepage_limits: a limit on {h.page_size} pages needs the hugetlb cgroup controller, "
+                    "which this host does not have"
+                )
+            raise InvalidArgument(
+                f"hugepage_limits: page size {h.page_size} is not one of this host's ({', '.join(sorted(sizes))})"
+            )
         out.append({"pageSize": h.page_size, "limit": h.limit})
     return out
 
@@ -178,12 +218,16 @@ def _unified(r: api_pb2.LinuxContainerResources, version: int) -> dict[str, str]
     return {key: r.unified[key] for key in sorted(r.unified)}
 
 
-def linux_resources(r: api_pb2.LinuxContainerResources, version: int) -> dict[str, Any]:
+def linux_resources(
+    r: api_pb2.LinuxContainerResources, version: int, page_sizes: frozenset | None = None
+) -> dict[str, Any]:
     """linux.resources (cpu, memory, hugepageLimits, unified) for the CRI's resources; device rules are added
     by the caller. This CRI version has no pids limit: the kubelet sets it on the pod's cgroup.
+    page_sizes: what hugepage_sizes() found on this host (None: not checked).
     """
     out: dict[str, Any] = {}
-    cpu, memory, hugepages, unified = _cpu(r), _memory(r), _hugepages(r), _unified(r, version)
+    cpu, memory, unified = _cpu(r), _memory(r), _unified(r, version)
+    hugepages = _hugepages(r, page_sizes)
     if memory:
         out["memory"] = memory
     if cpu:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from pycrio.cri import api_pb2
-from pycrio.errors import InvalidArgument
+from pycrio.errors import FailedPrecondition, InvalidArgument
 from pycrio.spec_resources import (
     cgroup_version,
     cgroups_path,
     daemon_oom_score_adj,
+    hugepage_sizes,
     linux_resources,
     oom_score_adj,
 )
@@ -193,3 +194,37 @@ def test_daemon_oom_score_adj(tmp_path):
     path = tmp_path / "adj"
     path.write_text("-999\n")
     assert daemon_oom_score_adj(str(path)) == -999
+
+
+# ---------------------------------------------------------------- hugetlb
+
+
+def test_hugepage_sizes_need_the_controller(tmp_path):
+    mm = tmp_path / "hugepages"
+    for name in ("hugepages-2048kB", "hugepages-1048576kB", "hugepages-64kB", "other"):
+        (mm / name).mkdir(parents=True)
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    assert hugepage_sizes(1, str(v1), str(mm)) == frozenset()
+    (v1 / "hugetlb").mkdir()
+    assert hugepage_sizes(1, str(v1), str(mm)) == {"2MB", "1GB", "64KB"}
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpu memory pids\n")
+    assert hugepage_sizes(2, str(v2), str(mm)) == frozenset()
+    (v2 / "cgroup.controllers").write_text("cpu memory hugetlb pids\n")
+    assert hugepage_sizes(2, str(v2), str(mm)) == {"2MB", "1GB", "64KB"}
+
+
+def test_hugepage_limits_checked_against_the_host():
+    r = res(hugepage_limits=[("2MB", 4 * MiB), ("1GB", 0)])
+    assert linux_resources(r, 1, frozenset({"2MB", "1GB"}))["hugepageLimits"] == [
+        {"pageSize": "2MB", "limit": 4 * MiB},
+        {"pageSize": "1GB", "limit": 0},
+    ]
+    # The kubelet's zero limits for each of the node's sizes are dropped where nothing can limit them.
+    assert linux_resources(res(hugepage_limits=[("2MB", 0), ("1GB", 0)]), 1, frozenset()) == {}
+    with pytest.raises(FailedPrecondition, match="needs the hugetlb cgroup controller"):
+        linux_resources(r, 1, frozenset())
+    with pytest.raises(InvalidArgument, match=r"page size 2MB is not one of this host's \(1GB\)"):
+        linux_resources(r, 1, frozenset({"1GB"}))
