@@ -227,12 +227,13 @@ class Plan:
     writes: list[Setting]
     dirs: list[str]  # every missing level in every hierarchy, parents first
     pod_dirs: list[str]  # the pod cgroup's own directories among them
+    owned: list[str]  # the ones removed with the pod (not the default parent, which all pods share)
     subtree: list[tuple[str, list[str]]]  # v2: (cgroup dir, controllers its children need)
 
     def record(self) -> dict[str, Any]:
         return {
             "path": self.cgroup,
-            "dirs": self.dirs,
+            "dirs": self.owned,
             "pod_dirs": self.pod_dirs,
             "limits": {k: v for k, v in asdict(self.limits).items() if v not in (None, "", {})},
             "files": {name: value for _, name, value, _ in self.writes},
@@ -281,6 +282,7 @@ def plan(manager: str, version: int, linux: api_pb2.LinuxPodSandboxConfig, pod_i
         raise FailedPrecondition("pod cgroup: no cgroup hierarchy is mounted under /sys/fs/cgroup")
     dirs = [d for top in tops for d in _missing_levels(top, cgroup)]
     pod_dirs = [top + cgroup for top in tops if top + cgroup in dirs]
+    owned = dirs if parent else pod_dirs
     subtree = []
     if version == 2:  # each level above the pod cgroup hands the controllers down
         level = CGROUP_ROOT
@@ -289,7 +291,7 @@ def plan(manager: str, version: int, linux: api_pb2.LinuxPodSandboxConfig, pod_i
             if part is None:
                 break
             level = posixpath.join(level, part)
-    return Plan(cgroup, version, limits, writes, dirs, pod_dirs, subtree)
+    return Plan(cgroup, version, limits, writes, dirs, pod_dirs, owned, subtree)
 
 
 def write_record(pod_dir: str, record: dict[str, Any]) -> None:
@@ -361,11 +363,11 @@ def make(p: Plan) -> None:
             assert top is not None  # checked by plan()
             _write(os.path.join(top + p.cgroup, name), value, fields)
     except BaseException:
-        for directory in reversed(made):
+        for directory in reversed([d for d in made if d in p.owned]):
             with contextlib.suppress(OSError):
                 os.rmdir(directory)
         raise
-    logger.debug("pod cgroup %s made: %s", p.cgroup, ", ".join(f"{n}={v}" for _, n, v, _ in p.writes))
+    logger.info("pod cgroup %s made: %s", p.cgroup, ", ".join(f"{n}={v}" for _, n, v, _ in p.writes) or "no limits")
 
 
 def _rmdir(directory: str, deadline: float) -> bool:

@@ -283,3 +283,13 @@ def test_zero_hugepage_limits_alone_make_no_pod_cgroup_and_need_no_controller(fa
     zeros.memory_limit_in_bytes = 64 * MiB
     p = pod_cgroup.plan("cgroupfs", 1, linux("/kube/pod1", zeros), POD_ID)
     assert p is not None and [w[1] for w in p.writes] == ["memory.limit_in_bytes"]
+
+
+def test_the_default_parent_made_for_a_pod_is_not_removed_with_it(fake_v1):
+    p = pod_cgroup.plan("cgroupfs", 1, linux("", res(cpu_shares=10)), POD_ID)
+    assert p is not None
+    pod_cgroup.make(p)
+    (fake_v1 / f"cpu/pycrio/pycrio-pod-{POD_ID}/cpu.shares").unlink()
+    pod_cgroup.remove(p.record())
+    assert not os.path.exists(fake_v1 / f"cpu/pycrio/pycrio-pod-{POD_ID}")
+    assert os.path.isdir(fake_v1 / "cpu/pycrio")  # shared by every pod without a parent
