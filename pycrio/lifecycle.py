@@ -330,10 +330,20 @@ class Lifecycle:
         c = self.find_container(container_id)
         if c.state not in ("created", "running"):
             raise FailedPrecondition(f"container {c.id[:12]} is {c.state}: its resources cannot change")
-        document = spec_resources.linux_resources(resources, self.runtime_facts.cgroup_version)
+        facts = self.runtime_facts
+        merged, document = spec_resources.update_resources(
+            c.config.linux.resources, resources, facts.cgroup_version, facts.hugepage_sizes
+        )
+        if resources.oom_score_adj not in (0, merged.oom_score_adj):
+            logger.info(
+                "container %s: oom_score_adj stays %d (it is set at start; %d asked)",
+                c.id[:12],
+                merged.oom_score_adj,
+                resources.oom_score_adj,
+            )
         pod = self.find_pod(c.pod_id)
         await self.runtime(pod.runtime_handler).update(c.id, document)
-        c.config.linux.resources.CopyFrom(resources)
+        c.config.linux.resources.CopyFrom(merged)
         self.store.update_container_config(c)
 
     async def exec_sync(self, container_id: str, cmd: list[str], timeout: int):

@@ -237,3 +237,47 @@ def linux_resources(
     if unified:
         out["unified"] = unified
     return out
+
+
+_REPLACED_WHEN_SET = (
+    "cpu_period",
+    "cpu_quota",
+    "cpu_shares",
+    "cpuset_cpus",
+    "cpuset_mems",
+    "memory_limit_in_bytes",
+    "memory_swap_limit_in_bytes",
+)
+
+
+def update_resources(
+    current: api_pb2.LinuxContainerResources,
+    update: api_pb2.LinuxContainerResources,
+    version: int,
+    page_sizes: frozenset | None = None,
+) -> tuple[api_pb2.LinuxContainerResources, dict[str, Any]]:
+    """(the container's resources after UpdateContainerResources(update), the linux.resources for runc update).
+
+    What update sets replaces what current has and what it leaves unset (0, "", absent) stays, as `runc
+    update` leaves the cgroup, so that ContainerStatus reports what the cgroup holds; the whole result is
+    checked (a new memory limit above the swap limit in force is refused here, not half-applied by runc).
+    cpu_quota -1 lifts the quota. oom_score_adj keeps its value from the container's start, which runc
+    cannot change later; a requested one is only range-checked.
+    """
+    linux_resources(update, version, page_sizes)  # each field of the request, named in the error
+    oom_score_adj(update.oom_score_adj, OOM_SCORE_ADJ_MIN)
+    merged = api_pb2.LinuxContainerResources()
+    merged.CopyFrom(current)
+    for name in _REPLACED_WHEN_SET:
+        if getattr(update, name):
+            setattr(merged, name, getattr(update, name))
+    if update.hugepage_limits:
+        limits = {h.page_size: h.limit for h in merged.hugepage_limits}
+        limits.update((h.page_size, h.limit) for h in update.hugepage_limits)
+        del merged.hugepage_limits[:]
+        merged.hugepage_limits.extend(api_pb2.HugepageLimit(page_size=k, limit=v) for k, v in limits.items())
+    merged.unified.update(update.unified)
+    document = linux_resources(merged, version, page_sizes)
+    if merged.cpu_quota == -1:
+        document.setdefault("cpu", {})["quota"] = -1  # runc update writes it: no quota (at create: not set)
+    return merged, document

@@ -13,6 +13,7 @@ from pycrio.spec_resources import (
     hugepage_sizes,
     linux_resources,
     oom_score_adj,
+    update_resources,
 )
 
 MiB = 1024 * 1024
@@ -228,3 +229,37 @@ def test_hugepage_limits_checked_against_the_host():
         linux_resources(r, 1, frozenset())
     with pytest.raises(InvalidArgument, match=r"page size 2MB is not one of this host's \(1GB\)"):
         linux_resources(r, 1, frozenset({"1GB"}))
+
+
+# ---------------------------------------------------------------- UpdateContainerResources
+
+
+def test_update_keeps_what_it_does_not_set():
+    current = res(memory_limit_in_bytes=64 * MiB, cpu_quota=50_000, cpu_period=100_000, cpuset_cpus="0")
+    current.oom_score_adj = 300
+    current.hugepage_limits.add(page_size="2MB", limit=0)
+    merged, document = update_resources(current, res(cpu_quota=40_000, oom_score_adj=-5), 1)
+    assert (merged.memory_limit_in_bytes, merged.cpu_quota, merged.cpu_period) == (64 * MiB, 40_000, 100_000)
+    assert (merged.cpuset_cpus, merged.oom_score_adj) == ("0", 300)  # oom_score_adj is set at start only
+    assert document == {
+        "cpu": {"quota": 40_000, "period": 100_000, "cpus": "0"},
+        "memory": {"limit": 64 * MiB},
+        "hugepageLimits": [{"pageSize": "2MB", "limit": 0}],
+    }
+    merged, document = update_resources(merged, res(cpu_quota=-1, hugepage_limits=[("1GB", 0)]), 1)
+    assert merged.cpu_quota == -1 and document["cpu"]["quota"] == -1  # runc update lifts the quota
+    assert [(h.page_size, h.limit) for h in merged.hugepage_limits] == [("2MB", 0), ("1GB", 0)]
+
+
+@pytest.mark.parametrize(
+    "update,match",
+    [
+        (res(memory_limit_in_bytes=96 * MiB), "memory_swap_limit_in_bytes 67108864 is below memory_limit_in_bytes"),
+        (res(cpu_shares=-1), "cpu_shares -1"),
+        (res(oom_score_adj=1001), "oom_score_adj 1001 is out of range"),
+    ],
+)
+def test_update_refusals(update, match):
+    current = res(memory_limit_in_bytes=64 * MiB, memory_swap_limit_in_bytes=64 * MiB)
+    with pytest.raises(InvalidArgument, match=match):
+        update_resources(current, update, 1)
