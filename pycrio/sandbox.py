@@ -127,7 +127,7 @@ class Sandbox:
                 kinds |= native.NS_NET | native.NS_UTS
             if ipc != api_pb2.NODE:
                 kinds |= native.NS_IPC
-            sysctls = dict(config.linux.sysctls)
+            sysctls = {spec.dotted_sysctl(k): v for k, v in config.linux.sysctls.items()}  # ns_pin wants dots
             _check_sysctls(sysctls, host_network, ipc == api_pb2.NODE)
             if kinds:
                 pins = await asyncio.get_running_loop().run_in_executor(

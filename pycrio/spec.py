@@ -321,14 +321,19 @@ def _namespaces(sandbox: SandboxFacts, runtime: RuntimeFacts, *, pause: bool) ->
     return ns
 
 
+def dotted_sysctl(name: str) -> str:
+    """A sysctl name in the dotted form: "net/ipv4/conf/eth0.1/x" (the slash form) → "net.ipv4.conf.eth0/1.x"."""
+    if "/" in name and ("." not in name or name.index("/") < name.index(".")):
+        return name.translate(str.maketrans("/.", "./"))
+    return name
+
+
 def _sysctls(sandbox: SandboxFacts) -> dict[str, str]:
     """The pod's sysctls, each checked to live in a namespace the pod owns (not the host's)."""
     owned = {"network": sandbox.netns_path, "ipc": sandbox.ipcns_path, "uts": sandbox.utsns_path}
     out = {}
     for name in sorted(sandbox.sysctls):
-        dotted = name
-        if "/" in name and ("." not in name or name.index("/") < name.index(".")):
-            dotted = name.translate(str.maketrans("/.", "./"))  # "net/ipv4/conf/eth0.1/x" form
+        dotted = dotted_sysctl(name)
         kind = next((k for prefix, k in _SYSCTL_NAMESPACE if dotted.startswith(prefix)), None)
         if kind is None:
             raise InvalidArgument(f"sysctl {name}: not namespaced, so a pod may not set it")
