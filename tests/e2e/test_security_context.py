@@ -65,7 +65,7 @@ def status_masks(path: str) -> dict[str, int]:
 # ---------------------------------------------------------------- helpers
 
 
-def run_pod(node, *, privileged: bool = False) -> str:  # noqa: F811
+def run_pod(node, *, privileged=False, network=api_pb2.POD, pid=api_pb2.POD, ipc=api_pb2.POD, sysctls=None) -> str:  # noqa: F811
     node.count += 1
     n = node.count
     config = api_pb2.PodSandboxConfig(
@@ -73,23 +73,34 @@ def run_pod(node, *, privileged: bool = False) -> str:  # noqa: F811
         log_directory=os.path.join(node.logs, str(n)),
         linux=api_pb2.LinuxPodSandboxConfig(
             cgroup_parent=f"{node.cgroup_base}/pod{n}",
-            security_context=api_pb2.LinuxSandboxSecurityContext(privileged=privileged),
+            sysctls=sysctls or {},
+            security_context=api_pb2.LinuxSandboxSecurityContext(
+                privileged=privileged,
+                namespace_options=api_pb2.NamespaceOption(network=network, pid=pid, ipc=ipc),
+            ),
         ),
     )
-    node.last_pod_config = config
-    return node.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=30).pod_sandbox_id
+    pod = node.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=30).pod_sandbox_id
+    if not hasattr(node, "pod_configs"):
+        node.pod_configs = {}
+    node.pod_configs[pod] = config
+    return pod
 
 
 def create(node, pod, name, sc=None, mounts=()) -> str:  # noqa: F811
+    """CreateContainer as the kubelet sends it: the pod's namespace options copied into the container's."""
+    pod_config = node.pod_configs[pod]
+    sc = sc or api_pb2.LinuxContainerSecurityContext()
+    sc.namespace_options.CopyFrom(pod_config.linux.security_context.namespace_options)
     config = api_pb2.ContainerConfig(
         metadata=api_pb2.ContainerMetadata(name=name),
         image=api_pb2.ImageSpec(image=node.image),
         command=SLEEP,
         log_path=f"{name}.log",
         mounts=list(mounts),
-        linux=api_pb2.LinuxContainerConfig(security_context=sc or api_pb2.LinuxContainerSecurityContext()),
+        linux=api_pb2.LinuxContainerConfig(security_context=sc),
     )
-    request = api_pb2.CreateContainerRequest(pod_sandbox_id=pod, config=config, sandbox_config=node.last_pod_config)
+    request = api_pb2.CreateContainerRequest(pod_sandbox_id=pod, config=config, sandbox_config=pod_config)
     return node.rt.CreateContainer(request, timeout=30).container_id
 
 
