@@ -130,9 +130,15 @@ class Sandbox:
             sysctls = {spec.dotted_sysctl(k): v for k, v in config.linux.sysctls.items()}  # ns_pin wants dots
             _check_sysctls(sysctls, host_network, ipc == api_pb2.NODE)
             if kinds:
-                pins = await asyncio.get_running_loop().run_in_executor(
-                    None, native.ns_pin, ns_dir, kinds, hostname if not host_network else None, sysctls
-                )
+                try:
+                    pins = await asyncio.get_running_loop().run_in_executor(
+                        None, native.ns_pin, ns_dir, kinds, hostname if not host_network else None, sysctls
+                    )
+                except native.NativeError as e:
+                    # A sysctl the kernel lacks or a value it refuses is the request's fault.
+                    if e.step == "sysctl" and e.errno != errno.ENOMEM:
+                        raise InvalidArgument(f"pod sysctls: {e.strerror}") from e
+                    raise
                 facts.update({f"{kind}ns": path for kind, path in pins.items()})
             timings["namespaces"] = time.monotonic() - t
             if not host_network and self.network is not None:

@@ -91,13 +91,16 @@ def test_sysctls_in_slash_form(node):  # noqa: F811
         ({"ipc": NODE}, "kernel.shm_rmid_forced"),
         ({}, "vm.swappiness"),
         ({}, "kernel.panic"),
+        ({}, "net.core.no_such_sysctl"),  # the kernel has none such
+        ({}, "net.core.somaxconn=abc"),  # a value the kernel refuses
     ],
-    ids=["net-on-host-network", "ipc-on-host-ipc", "vm", "kernel-global"],
+    ids=["net-on-host-network", "ipc-on-host-ipc", "vm", "kernel-global", "unknown", "bad-value"],
 )
 def test_sysctls_a_pod_may_not_set(node, namespaces, key):  # noqa: F811
     pods_dir = os.path.join(node.d.runroot, "pods")
+    key, _, value = key.partition("=")
     with pytest.raises(grpc.RpcError) as info:
-        run_pod(node, sysctls={key: "1"}, **namespaces)
+        run_pod(node, sysctls={key: value or "1"}, **namespaces)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     assert key in info.value.details()
     assert not node.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items
