@@ -293,3 +293,40 @@ def test_the_default_parent_made_for_a_pod_is_not_removed_with_it(fake_v1):
     pod_cgroup.remove(p.record())
     assert not os.path.exists(fake_v1 / f"cpu/pycrio/pycrio-pod-{POD_ID}")
     assert os.path.isdir(fake_v1 / "cpu/pycrio")  # shared by every pod without a parent
+
+
+def test_v2_make_enables_missing_controllers_and_writes_the_v2_files(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    monkeypatch.setattr(pod_cgroup, "CGROUP_ROOT", root)
+    monkeypatch.setattr(pod_cgroup, "hierarchies", lambda version: {root: {"cpu", "memory", "cpuset"}})
+    (tmp_path / "cgroup.subtree_control").write_text("cpu memory\n")
+    os.mkdir(tmp_path / "a")
+    (tmp_path / "a/cgroup.subtree_control").write_text("")
+    r = res(memory_limit_in_bytes=64 * MiB, cpu_quota=50000, cpu_shares=1024)
+    p = pod_cgroup.plan("cgroupfs", 2, linux("/a/pod", r, res(memory_limit_in_bytes=16 * MiB)), POD_ID)
+    assert p is not None and p.dirs == [f"{root}/a/pod"]
+    pod_cgroup.make(p)
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "cpu memory\n"  # both there already
+    assert (tmp_path / "a/cgroup.subtree_control").read_text() == "+memory"  # +cpu, then +memory
+    assert (tmp_path / "a/pod/memory.max").read_text() == str(80 * MiB)
+    assert (tmp_path / "a/pod/cpu.max").read_text() == "50000 100000"
+    assert (tmp_path / "a/pod/cpu.weight").read_text() == "39"
+
+
+def test_a_refused_write_undoes_the_directories_made(fake_v1, monkeypatch):
+    p = pod_cgroup.plan("cgroupfs", 1, linux("/kube/pod1", res(cpu_shares=10)), POD_ID)
+    assert p is not None
+
+    def refuse(path, value, fields):
+        raise InvalidArgument(f"{fields}: {path} refused {value!r} (Invalid argument)")
+
+    monkeypatch.setattr(pod_cgroup, "_write", refuse)
+    with pytest.raises(InvalidArgument, match="cpu_shares"):
+        pod_cgroup.make(p)
+    assert not any(os.path.exists(fake_v1 / h / "kube") for h in ("memory", "cpu", "cpuset", "unified"))
+
+
+def test_write_maps_kernel_refusals(tmp_path):
+    with pytest.raises(InvalidArgument, match="hugepage_limits 3MB"):
+        pod_cgroup._write(str(tmp_path / "nodir" / "hugetlb.3MB.limit_in_bytes"), "4096", "hugepage_limits 3MB")
+    pod_cgroup._write(str(tmp_path / "nodir" / "hugetlb.3MB.limit_in_bytes"), "0", "hugepage_limits 3MB")  # fine
