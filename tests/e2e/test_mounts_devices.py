@@ -65,6 +65,16 @@ def test_device_permissions_are_enforced_by_the_device_cgroup(node):  # noqa: F8
     r = sh(node, ro, ": > /dev/lc-r")
     assert r.exit_code != 0 and b"Operation not permitted" in r.stderr, r
     assert "c 10:237 r" in inside(node, ro, "cat", "/sys/fs/cgroup/devices/devices.list").splitlines()
+    # A resource update (runc update rewrites the cgroup) keeps the device rules.
+    node.rt.UpdateContainerResources(
+        api_pb2.UpdateContainerResourcesRequest(
+            container_id=ro, linux=api_pb2.LinuxContainerResources(cpu_shares=256, memory_limit_in_bytes=64 << 20)
+        ),
+        timeout=30,
+    )
+    assert sh(node, ro, ": > /dev/lc-r").exit_code != 0 and sh(node, ro, ": < /dev/lc-r").exit_code == 0
+    rules = inside(node, ro, "cat", "/sys/fs/cgroup/devices/devices.list").splitlines()
+    assert "c 10:237 r" in rules and "a *:* rwm" not in rules, rules
 
     # A device that was not asked for is not there, and a node made for it cannot be opened.
     other = make(node, pod, "nodev", security_context=api_pb2.LinuxContainerSecurityContext(
