@@ -13,12 +13,11 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import aiohttp
-from yarl import URL
+from urllib.parse import urlsplit
 
 from pycrio.errors import DeadlineExceeded, PycrioError, Unauthenticated, Unavailable
 from pycrio.image.credentials import Credentials
+from pycrio.image.http import HttpClient, Response, Timeout, extend_query
 
 if TYPE_CHECKING:
     from pycrio.image.registries_conf import Source
@@ -108,26 +107,26 @@ def basic_header(creds: Credentials) -> dict[str, str]:
     return {"Authorization": f"Basic {value}"}
 
 
-def status_text(resp: aiohttp.ClientResponse) -> str:
+def status_text(resp: Response) -> str:
     return f"{resp.status} {resp.reason or ''}".strip()
 
 
-async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_limited(resp: Response, limit: int) -> bytes:
     """The body up to limit bytes (what is past the limit is left unread)."""
     body = bytearray()
     while len(body) < limit:
-        chunk = await resp.content.read(limit - len(body))
+        chunk = await resp.read(limit - len(body))
         if not chunk:
             break
         body += chunk
     return bytes(body)
 
 
-async def error_detail(resp: aiohttp.ClientResponse) -> str:
+async def error_detail(resp: Response) -> str:
     """' (CODE: message; …)' from a registry error body, or '' (reads at most 64 KiB)."""
     try:
         body = await read_limited(resp, _ERROR_BODY_MAX)
-    except (aiohttp.ClientError, OSError, TimeoutError):
+    except OSError:  # HttpError and TimeoutError are OSErrors
         return ""
     try:
         doc: Any = json.loads(body)
@@ -146,22 +145,23 @@ async def error_detail(resp: aiohttp.ClientResponse) -> str:
 
 
 async def fetch_token(
-    session: aiohttp.ClientSession,
+    http: HttpClient,
     source: Source,
     challenge: Challenge,
     creds: Credentials | None,
-    timeout: aiohttp.ClientTimeout,
+    timeout: Timeout,
 ) -> tuple[str, float]:
     """(token, seconds it lives) from the challenge's realm: OAuth2 refresh token or GET with basic auth."""
-    realm = URL(challenge.realm)
-    if realm.scheme not in ("http", "https") or not realm.host:
+    realm = challenge.realm
+    parts = urlsplit(realm)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Unauthenticated(f"{where_label(source)}: token realm {challenge.realm!r} is not an http(s) URL")
     scopes = [f"repository:{source.repository}:pull"]
     if challenge.params.get("scope") and challenge.params["scope"] not in scopes:
         scopes.append(challenge.params["scope"])
     service = challenge.params.get("service", "")
     ssl = not source.insecure
-    where = f"{where_label(source)}: token service {realm.with_query(None)}"
+    where = f"{where_label(source)}: token service {parts._replace(query='', fragment='').geturl()}"
     try:
         resp = None
         if creds and creds.identity_token:
@@ -172,7 +172,7 @@ async def fetch_token(
                 "client_id": "pycrio",
                 "scope": " ".join(scopes),
             }
-            resp = await session.post(realm, data=form, ssl=ssl, timeout=timeout)
+            resp = await http.post(realm, data=form, ssl=ssl, timeout=timeout)
             if resp.status in (404, 405):
                 resp.release()
                 resp = None
@@ -183,7 +183,7 @@ async def fetch_token(
             if creds and (creds.username or creds.password):
                 headers = basic_header(creds)
                 query.append(("account", creds.username))
-            resp = await session.get(realm.extend_query(query), headers=headers, ssl=ssl, timeout=timeout)
+            resp = await http.get(extend_query(realm, query), headers=headers, ssl=ssl, timeout=timeout)
         try:
             if resp.status in (401, 403):
                 detail = await error_detail(resp)
@@ -197,8 +197,8 @@ async def fetch_token(
     except PycrioError:
         raise
     except TimeoutError:
-        raise DeadlineExceeded(f"{where}: no answer within {timeout.sock_read:g} s") from None
-    except (aiohttp.ClientError, OSError) as e:
+        raise DeadlineExceeded(f"{where}: no answer within {timeout.read:g} s") from None
+    except OSError as e:
         raise Unavailable(f"{where}: unreachable: {e}") from e
     try:
         doc = json.loads(body)

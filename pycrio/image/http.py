@@ -8,8 +8,9 @@ What it does, and no more, because the registry client needs no more:
 - Connections are pooled per (scheme, host, port, TLS setting): at most 16 in use
   per key and 64 in all; one goes back to the pool only when its response was read
   to the end and h11 says both sides are DONE; an idle one is closed after 15 s.
-- TLS through the stdlib `ssl`, imported at the first https URL (it loads libssl):
-  ssl=True verifies with the system CAs, ssl=False does not verify, or an SSLContext.
+- TLS through the stdlib `ssl`; its contexts (the system CAs) are made at the first
+  https URL: ssl=True verifies with the system CAs, ssl=False does not verify, or
+  an SSLContext.
 - Every failure is an HttpError (an OSError): ConnectError (no connection),
   ConnectionBroken (closed or reset during the exchange), ProtocolError (not
   HTTP/1.1), HttpTimeout (also a TimeoutError). Messages name host and port.
@@ -22,7 +23,7 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 from urllib.parse import SplitResult, urlencode, urlsplit
 
 import h11
@@ -100,6 +101,10 @@ class Headers:
     def from_h11(cls, raw: Any) -> Headers:
         return cls([(k.decode("ascii").lower(), v.decode("latin-1")) for k, v in raw])
 
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
     def get(self, name: str, default: str | None = None) -> str | None:
         name = name.lower()
         return next((v for k, v in self._items if k == name), default)
@@ -304,9 +309,12 @@ class HttpClient:
         if self.closed:
             raise HttpError(f"{url}: the HTTP client is closed")
         parts = urlsplit(url)
-        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        try:
+            port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        except (KeyError, ValueError):
+            port = 0
+        if not port or not parts.hostname:
             raise HttpError(f"{url}: not an absolute http(s) URL")
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
         tls = ssl if parts.scheme == "https" else None
         key = (parts.scheme, parts.hostname, port, tls if isinstance(tls, bool | None) else id(tls))
         body = urlencode(data).encode() if isinstance(data, dict) else data
@@ -393,7 +401,7 @@ class HttpClient:
             return tls
         context = self._contexts.get(tls)
         if context is None:
-            import ssl  # here: libssl and libcrypto cost RSS, and only https needs them
+            import ssl  # here: only https needs it (asyncio has loaded it already, though)
 
             context = ssl.create_default_context()
             if not tls:

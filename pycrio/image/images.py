@@ -63,7 +63,7 @@ class Images:
         await self.puller.close()
 
     def _registry_client(self) -> RegistryClient:
-        # Imported here: aiohttp costs about 9 MB of RSS, paid at the first pull only.
+        # Imported here: a node that never pulls needs neither the registry client nor its HTTP client.
         from pycrio.image.registry import RegistryClient
 
         return RegistryClient(progress_timeout=float(self.cfg.image.pull_progress_timeout))

@@ -103,7 +103,7 @@ class Puller:
 
     @property
     def client(self) -> RegistryClient:
-        """The HTTP client, made at the first pull (a node that never pulls never loads aiohttp)."""
+        """The registry client, made at the first pull (a node that never pulls never opens a connection pool)."""
         if self._client is None:
             self._client = self._make_client()
         return self._client

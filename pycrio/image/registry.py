@@ -1,4 +1,4 @@
-"""Registry client (OCI distribution / Docker registry API v2 over aiohttp): manifests, blobs, auth, mirrors.
+"""Registry client (OCI distribution / Docker registry API v2 over image/http.py): manifests, blobs, auth, mirrors.
 
 Decisions, so that they are written down once:
 
@@ -18,8 +18,8 @@ Decisions, so that they are written down once:
   `max_backoff`). Other 4xx are final. A blob stream that breaks resumes with
   `Range: bytes=N-`; no byte for `progress_timeout` seconds is
   DeadlineExceeded.
-- Proxy variables (HTTPS_PROXY, NO_PROXY) and ~/.netrc are ignored unless the
-  client is made with trust_env=True (netrc credentials would go to any host).
+- Proxy variables (HTTPS_PROXY, NO_PROXY) and ~/.netrc are ignored (netrc
+  credentials would go to any host).
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-import aiohttp
-from yarl import URL
+from urllib.parse import urljoin
 
 from pycrio import __version__
 from pycrio.digest import is_digest, sha256_digest
@@ -62,6 +60,7 @@ from pycrio.image.auth import (
 )
 from pycrio.image.auth import where_label as _where
 from pycrio.image.credentials import Credentials, credentials_from_cri
+from pycrio.image.http import HttpClient, HttpError, Response, Timeout, origin
 from pycrio.image.reference import Reference
 from pycrio.image.registries_conf import Source
 
@@ -92,7 +91,7 @@ class _Broken(Exception):
 
 
 class RegistryClient:
-    """One per daemon: a pooled HTTP session, the token cache and what it learnt about each registry."""
+    """One per daemon: a pooled HTTP client, the token cache and what it learnt about each registry."""
 
     def __init__(
         self,
@@ -106,7 +105,6 @@ class RegistryClient:
         max_retry_after: float = 10.0,
         connect_timeout: float = 30.0,
         chunk_size: int = CHUNK_SIZE,
-        trust_env: bool = False,
     ):
         self.progress_timeout = progress_timeout
         self.max_manifest_size = max_manifest_size
@@ -115,17 +113,16 @@ class RegistryClient:
         self.backoff, self.max_backoff, self.max_retry_after = backoff, max_backoff, max_retry_after
         self.connect_timeout = connect_timeout
         self.chunk_size = chunk_size
-        self.trust_env = trust_env
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
         self._schemes: dict[str, str] = {}  # insecure host -> "http" | "https"
         self._challenges: dict[str, Challenge] = {}  # host -> the auth it asked for last
         self._tokens = TokenCache()
         self._token_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -133,20 +130,15 @@ class RegistryClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                headers={"User-Agent": self.user_agent, "Accept-Encoding": "identity"},
-                auto_decompress=False,
-                trust_env=self.trust_env,
-                connector=aiohttp.TCPConnector(limit=64, limit_per_host=16),
+    def _http(self) -> HttpClient:
+        if self._client is None or self._client.closed:
+            self._client = HttpClient(
+                headers={"User-Agent": self.user_agent, "Accept-Encoding": "identity"}, limit=64, limit_per_host=16
             )
-        return self._session
+        return self._client
 
-    def _timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            total=None, sock_connect=min(self.connect_timeout, self.progress_timeout), sock_read=self.progress_timeout
-        )
+    def _timeout(self) -> Timeout:
+        return Timeout(connect=min(self.connect_timeout, self.progress_timeout), read=self.progress_timeout)
 
     def _delay(self, attempt: int) -> float:
         return min(self.backoff * (2 ** (attempt - 1)), self.max_backoff)
@@ -208,7 +200,7 @@ class RegistryClient:
             data = bytearray()
             try:
                 async with asyncio.timeout(self.progress_timeout):
-                    while chunk := await resp.content.read(64 * 1024):
+                    while chunk := await resp.read(64 * 1024):
                         data += chunk
                         if len(data) > limit:
                             raise ResourceExhausted(f"{_where(source)}: {what} is more than the {limit}-byte limit")
@@ -216,7 +208,7 @@ class RegistryClient:
                 raise DeadlineExceeded(
                     f"{_where(source)}: {what} did not arrive within {self.progress_timeout:g} s"
                 ) from None
-            except (aiohttp.ClientError, OSError) as e:
+            except OSError as e:
                 raise Unavailable(f"{_where(source)}: {what}: connection broke: {e}") from e
             content_type = resp.headers.get("Content-Type", "")
             header_digest = resp.headers.get("Docker-Content-Digest", "")
@@ -273,7 +265,7 @@ class RegistryClient:
                     while True:
                         try:
                             async with asyncio.timeout(self.progress_timeout):
-                                data = await resp.content.read(self.chunk_size)
+                                data = await resp.read(self.chunk_size)
                         except TimeoutError:
                             raise DeadlineExceeded(
                                 f"pull of {desc.digest} from {_where(source)} made no progress "
@@ -296,7 +288,7 @@ class RegistryClient:
                             yield out
                 except PycrioError:
                     raise
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError) as e:
+                except (HttpError, ConnectionError) as e:
                     if buf:
                         received += len(buf)
                         yield bytes(buf)
@@ -322,7 +314,7 @@ class RegistryClient:
                 resp.release()
 
     @staticmethod
-    def _resume_offset(source: Source, what: str, resp: aiohttp.ClientResponse, received: int) -> int:
+    def _resume_offset(source: Source, what: str, resp: Response, received: int) -> int:
         """Bytes to skip at the start of resp's body so that it continues at offset received."""
         if not received or resp.status == 200:
             return received
@@ -338,7 +330,7 @@ class RegistryClient:
 
     async def _request(
         self, source: Source, path: str, creds: Credentials | None, what: str, headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """A successful (2xx) GET response, after auth, retries and redirects; the caller releases it."""
         creds = creds if creds is not None and creds.applies_to(source) else None
         attempt = 0
@@ -364,7 +356,7 @@ class RegistryClient:
                 return resp
             detail = await error_detail(resp)
             resp.release()
-            if resp.status == 401 and not authenticated and resp.url.host == URL(base).host:
+            if resp.status == 401 and not authenticated and origin(resp.url)[1] == origin(base)[1]:
                 challenges = parse_challenges(resp.headers.getall("WWW-Authenticate", []))
                 authenticated = True
                 if await self._learn(source, challenges, creds, what):
@@ -378,7 +370,7 @@ class RegistryClient:
             raise self._status_error(source, what, resp, detail, creds)
 
     def _status_error(
-        self, source: Source, what: str, resp: aiohttp.ClientResponse, detail: str, creds: Credentials | None
+        self, source: Source, what: str, resp: Response, detail: str, creds: Credentials | None
     ) -> PycrioError:
         where = f"{_where(source)}: {what}"
         if resp.status == 401:
@@ -392,7 +384,7 @@ class RegistryClient:
             return InvalidArgument(f"{where}: the registry refused the request: {status_text(resp)}{detail}")
         return FailedPrecondition(f"{where}: the registry answered {status_text(resp)}{detail}")
 
-    def _retry_after(self, resp: aiohttp.ClientResponse) -> float:
+    def _retry_after(self, resp: Response) -> float:
         value = resp.headers.get("Retry-After", "").strip()
         delay = self.backoff
         if value.isdigit():
@@ -402,30 +394,28 @@ class RegistryClient:
                 delay = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
         return min(max(delay, 0.0), self.max_retry_after)
 
-    async def _get(self, source: Source, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def _get(self, source: Source, url: str, headers: dict[str, str]) -> Response:
         """GET url following redirects; Authorization only goes to the first URL's origin."""
-        current = URL(url)
-        origin = current.origin()
+        current = url
+        first = origin(url)
         for _ in range(_MAX_REDIRECTS + 1):
-            same = current.origin() == origin
+            same = origin(current) == first
             send = headers if same else {k: v for k, v in headers.items() if k.lower() != "authorization"}
             ssl = not (source.insecure and same)
             try:
-                resp = await self._http().get(
-                    current, headers=send, allow_redirects=False, ssl=ssl, timeout=self._timeout()
-                )
+                resp = await self._http().get(current, headers=send, ssl=ssl, timeout=self._timeout())
             except TimeoutError:
                 raise
-            except (aiohttp.ClientError, OSError) as e:
-                raise _Broken(f"{current.host}:{current.port}: {e}") from e
+            except OSError as e:  # HttpError: its message names host and port
+                raise _Broken(str(e)) from e
             if resp.status not in _REDIRECTS:
                 return resp
             location = resp.headers.get("Location")
             resp.release()
             if not location:
                 raise Unavailable(f"{_where(source)}: redirect {resp.status} without a Location")
-            current = current.join(URL(location))
-            if current.scheme not in ("http", "https"):
+            current = urljoin(current, location)
+            if origin(current)[0] not in ("http", "https"):
                 raise Unavailable(f"{_where(source)}: redirect to unsupported URL {current}")
         raise Unavailable(f"{_where(source)}: more than {_MAX_REDIRECTS} redirects")
 
@@ -443,21 +433,21 @@ class RegistryClient:
             return f"{scheme}://{host}"
         http_error: BaseException | None = None
         try:
-            resp = await self._http().get(f"http://{host}/v2/", allow_redirects=False, timeout=self._timeout())
+            resp = await self._http().get(f"http://{host}/v2/", timeout=self._timeout())
             resp.release()
             if resp.status != 400:
                 return self._probed(host, "http", resp)
-        except (aiohttp.ClientError, OSError) as e:
+        except OSError as e:
             http_error = e
         try:
             url = f"https://{host}/v2/"
-            resp = await self._http().get(url, allow_redirects=False, ssl=False, timeout=self._timeout())
+            resp = await self._http().get(url, ssl=False, timeout=self._timeout())
             resp.release()
-        except (aiohttp.ClientError, OSError) as e:
+        except OSError as e:
             raise _Broken(f"{host}: {http_error or e}") from (http_error or e)
         return self._probed(host, "https", resp)
 
-    def _probed(self, host: str, scheme: str, resp: aiohttp.ClientResponse) -> str:
+    def _probed(self, host: str, scheme: str, resp: Response) -> str:
         self._schemes[host] = scheme
         if resp.status == 401 and host not in self._challenges:
             by_scheme = {c.scheme: c for c in parse_challenges(resp.headers.getall("WWW-Authenticate", []))}
