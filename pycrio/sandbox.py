@@ -83,6 +83,7 @@ class Sandbox:
         network, pid_mode, ipc = namespace_modes(config)
         if pid_mode == api_pb2.TARGET:
             raise InvalidArgument("a pod sandbox cannot use the TARGET PID namespace mode")
+        spec.check_user_namespace(config.linux.security_context.namespace_options, "pod")
         lsm.check_selinux(config.linux.security_context.selinux_options, "pod")
         if len(config.hostname.encode()) > HOST_NAME_MAX:
             raise InvalidArgument(f"hostname {config.hostname!r} is longer than {HOST_NAME_MAX} bytes")

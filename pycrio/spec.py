@@ -22,7 +22,7 @@ from typing import Any
 
 from pycrio import caps, lsm, seccomp
 from pycrio.cri import api_pb2
-from pycrio.errors import FailedPrecondition, InvalidArgument
+from pycrio.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from pycrio.spec_devices import cri_devices, default_device_rules
 from pycrio.spec_mounts import (
     DEFAULT_MASKED_PATHS,
@@ -49,7 +49,9 @@ __all__ = [
     "SandboxFacts",
     "ImageFacts",
     "RuntimeFacts",
+    "check_user_namespace",
     "container_spec",
+    "dotted_sysctl",
     "effective_user",
     "pause_spec",
     "resolve_user",
@@ -321,6 +323,15 @@ def _namespaces(sandbox: SandboxFacts, runtime: RuntimeFacts, *, pause: bool) ->
     return ns
 
 
+def check_user_namespace(options: api_pb2.NamespaceOption, where: str) -> None:
+    """Refuse a user namespace of its own (userns_options mode POD): pycrio makes none, and running in the
+    host's instead would silently drop the isolation asked for. Unset or NODE (the host's) is fine."""
+    if options.HasField("userns_options") and options.userns_options.mode != api_pb2.NODE:
+        mode = options.userns_options.mode
+        name = api_pb2.NamespaceMode.Name(mode) if mode in api_pb2.NamespaceMode.values() else str(mode)
+        raise Unimplemented(f"{where}: user namespaces (userns_options mode {name}) are not supported by pycrio yet")
+
+
 def dotted_sysctl(name: str) -> str:
     """A sysctl name in the dotted form: "net/ipv4/conf/eth0.1/x" (the slash form) → "net.ipv4.conf.eth0/1.x"."""
     if "/" in name and ("." not in name or name.index("/") < name.index(".")):
@@ -364,6 +375,7 @@ def container_spec(
     linux_cfg = config.linux
     sc, res = linux_cfg.security_context, linux_cfg.resources
     privileged = sc.privileged
+    check_user_namespace(sc.namespace_options, f"container {config.metadata.name}")
     if privileged and not sandbox.privileged:
         raise InvalidArgument("a privileged container needs a privileged pod (the pod's security context)")
     if not posixpath.isabs(image.rootfs):

@@ -65,7 +65,16 @@ def status_masks(path: str) -> dict[str, int]:
 # ---------------------------------------------------------------- helpers
 
 
-def run_pod(node, *, privileged=False, network=api_pb2.POD, pid=api_pb2.POD, ipc=api_pb2.POD, sysctls=None) -> str:  # noqa: F811
+def run_pod(
+    node,  # noqa: F811
+    *,
+    privileged=False,
+    network=api_pb2.POD,
+    pid=api_pb2.POD,
+    ipc=api_pb2.POD,
+    sysctls=None,
+    userns=None,
+) -> str:
     node.count += 1
     n = node.count
     config = api_pb2.PodSandboxConfig(
@@ -80,6 +89,8 @@ def run_pod(node, *, privileged=False, network=api_pb2.POD, pid=api_pb2.POD, ipc
             ),
         ),
     )
+    if userns is not None:
+        config.linux.security_context.namespace_options.userns_options.mode = userns
     pod = node.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config), timeout=30).pod_sandbox_id
     if not hasattr(node, "pod_configs"):
         node.pod_configs = {}
@@ -91,7 +102,7 @@ def create(node, pod, name, sc=None, mounts=()) -> str:  # noqa: F811
     """CreateContainer as the kubelet sends it: the pod's namespace options copied into the container's."""
     pod_config = node.pod_configs[pod]
     sc = sc or api_pb2.LinuxContainerSecurityContext()
-    sc.namespace_options.CopyFrom(pod_config.linux.security_context.namespace_options)
+    sc.namespace_options.MergeFrom(pod_config.linux.security_context.namespace_options)
     config = api_pb2.ContainerConfig(
         metadata=api_pb2.ContainerMetadata(name=name),
         image=api_pb2.ImageSpec(image=node.image),

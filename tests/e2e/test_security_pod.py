@@ -12,7 +12,7 @@ import pytest
 
 from pycrio.cri import api_pb2
 from tests.e2e.test_pods import node  # noqa: F401  (the fixture)
-from tests.e2e.test_security_context import run_pod, sh, start
+from tests.e2e.test_security_context import refused, run_pod, sh, start
 
 NODE = api_pb2.NODE
 
@@ -105,3 +105,18 @@ def test_sysctls_a_pod_may_not_set(node, namespaces, key):  # noqa: F811
     assert key in info.value.details()
     assert not node.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items
     assert not os.path.isdir(pods_dir) or os.listdir(pods_dir) == []
+
+
+def test_user_namespaces_are_refused_not_ignored(node):  # noqa: F811
+    """pycrio makes no user namespace: a pod or container asking for one is refused (it would run in the
+    host's), and the host's (mode NODE, what the kubelet sends for hostUsers: true) works."""
+    with pytest.raises(grpc.RpcError) as info:
+        run_pod(node, userns=api_pb2.POD)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED and "user namespace" in info.value.details()
+    assert not node.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items
+    pod = run_pod(node, userns=NODE)
+    cid = start(node, pod, "c")
+    assert sh(node, cid, "cat /proc/self/uid_map").split() == ["0", "0", "4294967295"]
+    sc = api_pb2.LinuxContainerSecurityContext()
+    sc.namespace_options.userns_options.mode = api_pb2.POD
+    refused(node, run_pod(node), sc, "user namespace", code=grpc.StatusCode.UNIMPLEMENTED)
