@@ -357,6 +357,14 @@ def _sysctls(sandbox: SandboxFacts) -> dict[str, str]:
 # ---------------------------------------------------------------- specs
 
 
+def _container_paths(paths, what: str) -> list[str]:
+    """masked_paths or readonly_paths as sent (the kubelet's defaults or none), each an absolute path."""
+    for path in paths:
+        if not posixpath.isabs(path) or "\0" in path:
+            raise InvalidArgument(f"{what} entry {path!r}: must be an absolute path without NUL")
+    return list(paths)
+
+
 def _process_base(args: list[str], env: list[str], cwd: str, user: dict[str, Any]) -> dict[str, Any]:
     return {"terminal": False, "user": user, "args": args, "env": env, "cwd": cwd}
 
@@ -419,8 +427,8 @@ def container_spec(
         "resources": resources,
         "devices": devices,
         "sysctl": _sysctls(sandbox),
-        "maskedPaths": [] if privileged else list(sc.masked_paths),
-        "readonlyPaths": [] if privileged else list(sc.readonly_paths),
+        "maskedPaths": [] if privileged else _container_paths(sc.masked_paths, "masked_paths"),
+        "readonlyPaths": [] if privileged else _container_paths(sc.readonly_paths, "readonly_paths"),
     }
     if rootfs_propagation:
         linux["rootfsPropagation"] = rootfs_propagation

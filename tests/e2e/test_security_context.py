@@ -282,6 +282,15 @@ def test_ambient_capability_for_a_non_root_user(node):  # noqa: F811
     got = caps(node, cid)
     assert got["CapAmb"] == got["CapEff"] == got["CapInh"] == mask(["NET_ADMIN"]), got
     assert sh(node, cid, "id -u; ip link set lo mtu 1280 && cat /sys/class/net/lo/mtu") == "1000\n1280\n"
+    # Without it, a non-root user's added capability stays in the bounding set only (as with Docker).
+    sc = api_pb2.LinuxContainerSecurityContext(
+        run_as_user=api_pb2.Int64Value(value=1000), capabilities=api_pb2.Capability(add_capabilities=["NET_ADMIN"])
+    )
+    plain = start(node, pod, "plain", sc)
+    got = caps(node, plain)
+    assert (got["CapEff"], got["CapPrm"], got["CapAmb"]) == (0, 0, 0), got
+    assert got["CapBnd"] == mask([*DEFAULT_CAPS, "NET_ADMIN"])
+    assert "not permitted" in fails(node, plain, "ip link set lo mtu 1280")
 
 
 def test_bad_capabilities_are_refused(node):  # noqa: F811
@@ -394,6 +403,10 @@ def test_masked_and_readonly_paths_as_sent(node, tmp_path):  # noqa: F811
     assert sh(node, default, "cat /proc/timer_list /proc/keys | wc -c; ls -A /sys/firmware") == "0\n"
     assert "Read-only file system" in fails(node, default, "echo 1 > /proc/sys/kernel/shm_rmid_forced")
     assert sh(node, default, "echo hi > /tmp/x && cat /tmp/x") == "hi\n"
+
+    for field in ("masked_paths", "readonly_paths"):
+        for bad in ("etc/group", "/etc/\0group"):
+            refused(node, pod, api_pb2.LinuxContainerSecurityContext(**{field: [bad]}), field, repr(bad))
 
     # Empty lists, as the kubelet sends for the Unmasked proc mount type: nothing masked.
     unmasked = start(node, pod, "unmasked", api_pb2.LinuxContainerSecurityContext(), volume)
