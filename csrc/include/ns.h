@@ -6,31 +6,34 @@
  * namespace alive until that mount is detached.  runc then joins it by path.
  *
  * The daemon is multithreaded and must never change its own namespaces, so the unshare
- * happens in a short-lived child (a raw clone(SIGCHLD): a fork that runs no atfork handlers):
+ * happens in a short-lived child.  It is cloned as posix_spawn does (CLONE_VM | CLONE_VFORK, on
+ * a small stack of its own; no atfork handlers, no copy of the daemon's page tables), so the
+ * daemon thread sleeps until the child exits, and the child pins its namespaces itself:
  *
  *   daemon thread (pycrio_ns_pin)              child (signals blocked)
  *   -----------------------------              -----------------------
  *   validate; build every path and value
- *   socketpair; block signals; clone() -------> close every inherited fd but its socket
- *   restore signals                              unshare(kinds)
+ *   open the dir; socketpair; block signals
+ *   clone() ----------------------------------> close every inherited fd but its socket, the dir
+ *     (sleeps)                                   unshare(kinds)
  *                                                sethostname, bring lo up,
  *                                                write sysctls under /proc/sys
- *   recv(report) <----------------------------- send(report: step, errno, sysctl index)
- *   failed: error naming the step / sysctl       recv(release) ... blocks
- *   else, for each kind:
- *     open("<dir>/<kind>", O_CREAT|O_EXCL, 0444)
- *     mount("/proc/<child>/ns/<kind>", it, MS_BIND)
- *   send(release) ----------------------------> _exit(0)
- *   waitpid(child)  (EINTR-safe)
- *   on a failure after the first pin: unpin every pin made
+ *                                                for each kind:
+ *                                                  openat(dir, kind, O_CREAT|O_EXCL, 0444)
+ *                                                  mount("/proc/self/ns/<kind>", that file,
+ * MS_BIND) recv(report) <----------------------------- send(report: step, errno, index, pinned);
+ * _exit restore signals; waitpid(child) failed: error naming the step / sysctl / pin file; unpin
+ * every pin the report names
+ *
+ * Sanitized (ASan) builds clone without CLONE_VM | CLONE_VFORK (a plain fork): ASan's
+ * interceptors keep process-wide state that a memory-sharing child would change.
  *
  * Async-signal-safety rule: between clone and _exit the child allocates nothing and calls
  * only async-signal-safe functions (plain syscalls: close_range, prctl, unshare, sethostname,
- * socket, ioctl, open, write, send, read, close, _exit).  Everything it needs (paths, values,
- * the ifreq) is prepared by the parent before the clone; it reports as a fixed-size record
- * through a socketpair, never through pycrio_err_set (vsnprintf).  Signals stay blocked in
- * the child; it dies when its socket reaches EOF (the daemon died) or when its parent thread
- * exits (PR_SET_PDEATHSIG).
+ * socket, ioctl, open, write, fchmod, mount, send, close, _exit).  Everything it needs (paths,
+ * values, the ifreq) is prepared by the parent before the clone; it reports as a fixed-size
+ * record through a socketpair, never through pycrio_err_set (vsnprintf).  Signals stay blocked
+ * in the child; it dies when its parent thread exits (PR_SET_PDEATHSIG).
  *
  * Sysctl keys ("net.ipv4.ip_forward=1") are checked before the clone: only [a-z0-9_.-], no
  * "..", no "/", and each key must belong to a namespace being created (net.* needs NET;
