@@ -92,6 +92,12 @@ class RuntimeConfig:
         "/var/log/pycrio/pods", "Container logs for pods whose log directory the kubelet leaves empty.", path=True
     )
     default_capabilities: list[str] = opt(DEFAULT_CAPABILITIES, "Capabilities a container gets unless it drops them.")
+    allowed_devices: list[str] = opt(
+        [],
+        "Host devices a pod or container may ask for with the io.pycrio.devices annotation "
+        '(absolute paths; ["/dev/fuse"] is the usual setting; [] allows none).',
+        path=True,
+    )
     runtimes: dict[str, RuntimeHandlerConfig] = field(
         default_factory=lambda: {"runc": RuntimeHandlerConfig()},
         metadata={"doc": "Runtime handlers, one [pycrio.runtime.runtimes.NAME] table each.", "table_of": True},
@@ -241,7 +247,15 @@ def _check_value(value: Any, f: dataclasses.Field, key: str, where: tuple[str, i
     if meta.get("choices") and value not in meta["choices"]:
         choices = ", ".join(repr(c) for c in meta["choices"])
         raise ConfigError(f"expected one of {choices}, got {value!r}", *where, key=key)
-    if meta.get("path") and value and not os.path.isabs(value.removeprefix("unix://")):
+    if meta.get("path") and isinstance(value, list):
+        for entry in value:
+            if not os.path.isabs(entry) or "\0" in entry:
+                raise ConfigError(f"expected absolute paths, got {entry!r}", *where, key=key)
+        normal = [os.path.normpath(entry) for entry in value]
+        twice = sorted({entry for entry in normal if normal.count(entry) > 1})
+        if twice:
+            raise ConfigError(f"{', '.join(twice)} listed more than once", *where, key=key)
+    elif meta.get("path") and value and not os.path.isabs(value.removeprefix("unix://")):
         raise ConfigError(f"expected an absolute path, got {value!r}", *where, key=key)
     if expected == "int" and value < 0:
         raise ConfigError(f"expected a non-negative integer, got {value}", *where, key=key)

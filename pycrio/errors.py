@@ -40,7 +40,8 @@ class Unauthenticated(PycrioError, PermissionError):
 
 
 class PermissionDenied(PycrioError, PermissionError):
-    """The credentials were accepted but do not allow the operation."""
+    """The credentials were accepted but do not allow the operation, or the node's configuration does not
+    (a device not in allowed_devices)."""
 
 
 class Unavailable(PycrioError, ConnectionError):

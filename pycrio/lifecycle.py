@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from pycrio import monitor, procs, spec, spec_resources, volumes
+from pycrio import monitor, procs, spec, spec_devices, spec_resources, volumes
 from pycrio.config import Config
 from pycrio.container import ContainerOps
 from pycrio.cri import api_pb2
@@ -46,7 +46,9 @@ class Lifecycle:
         self.network = network
         self.store = RuntimeStore(db)
         self.images = images
-        self.runtime_facts = spec.RuntimeFacts.probe(cfg.runtime.default_capabilities, cfg.runtime.cgroup_manager)
+        self.runtime_facts = spec.RuntimeFacts.probe(
+            cfg.runtime.default_capabilities, cfg.runtime.cgroup_manager, cfg.runtime.allowed_devices
+        )
         self.containers_ops = ContainerOps(cfg, images, self.runtime_facts)
         self._runtimes: dict[str, OCIRuntime] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -157,6 +159,8 @@ class Lifecycle:
             created_ns=time.time_ns(),
         )
         ops = self.sandbox_ops(handler)  # an unknown handler fails before anything is made
+        # The pod's io.pycrio.devices (for every container): its form and allowance, before anything is made.
+        spec_devices.annotation_devices({}, config.annotations, self.runtime_facts.allowed_devices, check_host=False)
         self.store.add_pod(pod)  # name clashes fail here, before anything is made
         async with self._locks[pod.id]:
             try:
@@ -249,6 +253,9 @@ class Lifecycle:
         )
         log_path = self._log_path(pod, config, record.id)
         sandbox = self._sandbox_facts(pod, config)
+        # io.pycrio.devices refused (malformed, not allowed, missing) before anything is made;
+        # container_spec adds the devices.
+        spec_devices.annotation_devices(config.annotations, sandbox.annotations, self.runtime_facts.allowed_devices)
         self.store.add_container(record)
         runtime = self.runtime(pod.runtime_handler)
         try:

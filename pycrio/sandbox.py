@@ -183,6 +183,7 @@ class Sandbox:
             shm_path=facts.get("shm_path"),
             sysctls=dict(config.linux.sysctls),
             privileged=config.linux.security_context.privileged,
+            annotations=dict(config.annotations),
         )
 
     async def _start_pause(self, pod_id: str, config: api_pb2.PodSandboxConfig, facts: dict[str, Any]) -> None:

@@ -12,6 +12,8 @@ Annotations pycrio adds (beside the CRI's own, which it copies):
   io.kubernetes.cri.sandbox-id      the pod sandbox's id
   io.kubernetes.cri.container-name  the CRI container name (containers only)
   io.kubernetes.cri.image-name      the image the kubelet asked for (containers only)
+Annotation pycrio reads: io.pycrio.devices (spec_devices.annotation_devices), host devices among the
+configured allowed_devices, on the container or its pod.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from pycrio import caps, lsm, seccomp
 from pycrio.cri import api_pb2
 from pycrio.errors import FailedPrecondition, InvalidArgument, Unimplemented
-from pycrio.spec_devices import cri_devices, default_device_rules
+from pycrio.spec_devices import annotation_devices, cri_devices, default_device_rules, merge_devices
 from pycrio.spec_mounts import (
     DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,
@@ -101,6 +103,7 @@ class SandboxFacts:
     shm_path: str | None = None  # a directory the pod made for /dev/shm; None gives each container a tmpfs
     sysctls: dict[str, str] = field(default_factory=dict)
     privileged: bool = False
+    annotations: dict[str, str] = field(default_factory=dict)  # the pod's (io.pycrio.devices applies to all)
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,12 @@ class RuntimeFacts:
     cgroup_manager: str  # "cgroupfs" or "systemd"
     cgroup_version: int  # 1 or 2: spec_resources.cgroup_version()
     hugepage_sizes: frozenset | None = None  # spec_resources.hugepage_sizes(); None: not checked
+    allowed_devices: tuple[str, ...] = ()  # config's runtime.allowed_devices: what io.pycrio.devices may name
 
     @classmethod
-    def probe(cls, default_capabilities: list[str], cgroup_manager: str) -> RuntimeFacts:
+    def probe(
+        cls, default_capabilities: list[str], cgroup_manager: str, allowed_devices: list[str] | None = None
+    ) -> RuntimeFacts:
         """Facts of this host read from /proc and /sys, with the given configuration."""
         version = cgroup_version()
         return cls(
@@ -133,6 +139,7 @@ class RuntimeFacts:
             cgroup_manager=cgroup_manager,
             cgroup_version=version,
             hugepage_sizes=hugepage_sizes(version),
+            allowed_devices=tuple(allowed_devices or ()),
         )
 
 
@@ -417,7 +424,8 @@ def container_spec(
         ),
         extra_mounts,
     )
-    devices, device_rules = cri_devices(config.devices, privileged)
+    annotated = annotation_devices(config.annotations, sandbox.annotations, runtime.allowed_devices)
+    devices, device_rules = cri_devices(merge_devices(config.devices, annotated), privileged)
     resources = linux_resources(res, runtime.cgroup_version, runtime.hugepage_sizes)
     resources["devices"] = device_rules
 

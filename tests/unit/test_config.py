@@ -242,6 +242,19 @@ def test_error_names_file_line_key_and_expectation(tmp_path, text, line, key, ex
     assert_names(err, source, line, key, *expected)
 
 
+def test_allowed_devices_default_empty_absolute_and_listed_once(tmp_path):
+    assert config.Config().runtime.allowed_devices == []
+    cfg = load_text(tmp_path, '[pycrio.runtime]\nallowed_devices = ["/dev/fuse", "/dev/net/tun"]\n')
+    assert cfg.runtime.allowed_devices == ["/dev/fuse", "/dev/net/tun"]
+    key = "pycrio.runtime.allowed_devices"
+    err, source = load_error(tmp_path, '[pycrio.runtime]\n\nallowed_devices = ["/dev/fuse", "dev/kvm"]\n')
+    assert_names(err, source, 3, key, "expected absolute paths", "'dev/kvm'")
+    err, source = load_error(tmp_path, '[pycrio.runtime]\nallowed_devices = ["/dev/fuse", "/dev//fuse/"]\n')
+    assert_names(err, source, 2, key, "/dev/fuse listed more than once")
+    err, source = load_error(tmp_path, '[pycrio.runtime]\nallowed_devices = "/dev/fuse"\n')
+    assert_names(err, source, 2, key, "expected a list of strings")
+
+
 def test_default_runtime_error_names_the_drop_in_that_set_it(tmp_path):
     write(tmp_path / "d" / "10.conf", "[pycrio.runtime.runtimes.kata]\n")
     write(tmp_path / "d" / "20.conf", '[pycrio.runtime]\n# kata is in 10.conf\ndefault_runtime = "kata"\n')
