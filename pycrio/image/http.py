@@ -120,12 +120,6 @@ class Headers:
             raise KeyError(name)
         return value
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
-
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
 
@@ -316,9 +310,12 @@ class HttpClient:
         if not port or not parts.hostname:
             raise HttpError(f"{url}: not an absolute http(s) URL")
         tls = ssl if parts.scheme == "https" else None
-        key = (parts.scheme, parts.hostname, port, tls if isinstance(tls, bool | None) else id(tls))
+        key = (parts.scheme, parts.hostname, port, tls)
         body = urlencode(data).encode() if isinstance(data, dict) else data
-        request, end = self._request_events(method, parts, headers, data, body)
+        try:
+            request, end = self._request_events(method, parts, headers, data, body)
+        except h11.LocalProtocolError as e:  # a header value with a newline, say
+            raise HttpError(f"{parts.hostname}:{port}: cannot send this request: {e}") from None
         await self._slots.acquire(key)
         try:
             while True:

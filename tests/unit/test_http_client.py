@@ -335,6 +335,18 @@ def test_stalls_time_out():
     run(main())
 
 
+def test_bad_urls_and_headers_are_http_errors():
+    async def main():
+        async with HttpClient() as client:
+            for url in ("ftp://h/x", "/relative", "http://h:port/"):
+                with pytest.raises(http.HttpError, match="not an absolute http"):
+                    await client.get(url)
+            with pytest.raises(http.HttpError, match="cannot send this request"):
+                await client.get("http://127.0.0.1:1/", headers={"Authorization": "Bearer a\r\nX: y"})
+
+    run(main())
+
+
 def test_closed_client_refuses_requests():
     async def main():
         client = HttpClient()
