@@ -152,7 +152,7 @@ class Sandbox:
                 timings["network"] = time.monotonic() - t
             if pid_mode == api_pb2.POD:
                 t = time.monotonic()
-                await self._start_pause(pod_id, config, facts)
+                await self._start_pause(pod_id, config, facts, timings)
                 timings["pause"] = time.monotonic() - t
         except BaseException:
             with contextlib.suppress(Exception):
@@ -186,7 +186,9 @@ class Sandbox:
             annotations=dict(config.annotations),
         )
 
-    async def _start_pause(self, pod_id: str, config: api_pb2.PodSandboxConfig, facts: dict[str, Any]) -> None:
+    async def _start_pause(
+        self, pod_id: str, config: api_pb2.PodSandboxConfig, facts: dict[str, Any], timings: dict[str, float]
+    ) -> None:
         """pycrio-pause as PID 1 of the pod's PID namespace, started directly (no runc, no monitor).
 
         The pid is recorded in <pod dir>/pause.json at once, so that a daemon that dies before
@@ -195,23 +197,17 @@ class Sandbox:
         adj = oom_score_adj(spec.PAUSE_OOM_SCORE_ADJ, self.runtime_facts.daemon_oom_score_adj)
         facts["pause_direct"] = True
         facts["pause_cgroups"] = []
+        cgroup = None
         if self.runtime_facts.cgroup_manager == "cgroupfs":
             cgroup = cgroups_path("cgroupfs", pod_cgroup.cgroup_parent(config, facts), pod_id)
-            facts["pause_cgroups"] = await asyncio.to_thread(_make_cgroups, cgroup)
         else:
             # A systemd scope would need a D-Bus call to systemd per pod: the pause stays in the
             # daemon's cgroup (it uses next to nothing); the containers get their scopes from runc.
             logger.warning("pod %s: cgroup_manager systemd: the pause stays in the daemon's cgroup", pod_id[:12])
-        join = "cgroup.procs" if cgroup_version() == 2 else "tasks"  # the pause writes "0" to it itself
-        pid = await asyncio.to_thread(
-            native.pause_spawn,
-            helper_binary("pycrio-pause"),
-            facts.get("netns"),
-            facts.get("ipcns"),
-            facts.get("utsns"),
-            adj,
-            [os.path.join(d, join) for d in facts["pause_cgroups"]],
-        )
+        namespaces = (facts.get("netns"), facts.get("ipcns"), facts.get("utsns"))
+        # One trip to a worker thread for both steps: each hop costs a loop wake-up.
+        pid, facts["pause_cgroups"], phases = await asyncio.to_thread(_spawn_pause, cgroup, namespaces, adj)
+        timings.update(phases)
         facts["pause_pid"] = pid
         facts["pause_start"] = procs.start_ticks(pid)
         _write_pause_record(facts)
@@ -368,6 +364,24 @@ def _mkdir_cgroup(path: str) -> None:
         if os.path.exists(os.path.join(directory, "cpuset.cpus")):
             _copy_if_empty(directory, "cpuset.cpus")
             _copy_if_empty(directory, "cpuset.mems")
+
+
+def _spawn_pause(
+    cgroup: str | None, namespaces: tuple[str | None, str | None, str | None], adj: int
+) -> tuple[int, list[str], dict[str, float]]:
+    """The pause's cgroup made in every hierarchy (cgroup None: none), then the pause started in
+    it: (pid, cgroup dirs, phase timings). The dirs are removed again when the spawn fails."""
+    t = time.monotonic()
+    dirs = _make_cgroups(cgroup) if cgroup is not None else []
+    made = time.monotonic()
+    join = "cgroup.procs" if cgroup_version() == 2 else "tasks"  # the pause writes "0" to it itself
+    try:
+        pid = native.pause_spawn(helper_binary("pycrio-pause"), *namespaces, adj, [os.path.join(d, join) for d in dirs])
+    except BaseException:
+        with contextlib.suppress(OSError):
+            _remove_cgroups(dirs)
+        raise
+    return pid, dirs, {"pause cgroups": made - t, "pause spawn": time.monotonic() - made}
 
 
 def _make_cgroups(cgroup: str) -> list[str]:
