@@ -105,6 +105,8 @@ class ContainerOps:
                 json.dump(document, f)
             facts["stop_signal"] = stop_signal(image_config)
             facts["user"] = spec.effective_user(document["process"]["user"])  # ContainerStatus.user
+            # In force, as ContainerStatus reports it: the request raised to the daemon's own when lower.
+            facts["oom_score_adj"] = document["process"]["oomScoreAdj"]
             facts["cgroups_path"] = document["linux"].get("cgroupsPath", "")
             timings["spec"] = time.monotonic() - t
             t = time.monotonic()

@@ -345,7 +345,7 @@ class Lifecycle:
             logger.info(
                 "container %s: oom_score_adj stays %d (it is set at start; %d asked)",
                 c.id[:12],
-                merged.oom_score_adj,
+                c.facts.get("oom_score_adj", merged.oom_score_adj),
                 resources.oom_score_adj,
             )
         pod = self.find_pod(c.pod_id)

@@ -58,6 +58,11 @@ def container_status(c: ContainerRecord) -> api_pb2.ContainerStatus:
     )
     if c.config.linux.HasField("resources"):
         status.resources.linux.CopyFrom(c.config.linux.resources)
+    # The value in force (the request clamped to the daemon's own: spec_resources.oom_score_adj), recorded at
+    # create and kept by UpdateContainerResources; absent in older records, which report the request.
+    adj = c.facts.get("oom_score_adj")
+    if adj is not None and adj != status.resources.linux.oom_score_adj:
+        status.resources.linux.oom_score_adj = adj
     user = c.facts.get("user")  # computed with the spec (spec.effective_user); absent in older records
     if user:
         status.user.linux.CopyFrom(

@@ -149,9 +149,23 @@ def test_oom_score_adj_is_clamped_to_the_daemons_own(node):  # noqa: F811
     pod = node.pod()
     floor = daemon_oom_score_adj(node)
     low = make(node, pod, "low", resources=api_pb2.LinuxContainerResources(oom_score_adj=-999))
-    assert int(inside(node, low, "cat", "/proc/1/oom_score_adj")) == max(-999, floor)
+    in_force = max(-999, floor)
+    assert int(inside(node, low, "cat", "/proc/1/oom_score_adj")) == in_force
     high = make(node, pod, "high", resources=api_pb2.LinuxContainerResources(oom_score_adj=1000))
     assert inside(node, high, "cat", "/proc/1/oom_score_adj") == "1000"
+    # ContainerStatus reports the value in force, not the request: at create, after an update (which
+    # cannot change it) and after a daemon restart.
+    assert node.status(low).resources.linux.oom_score_adj == in_force
+    assert node.status(high).resources.linux.oom_score_adj == 1000
+    for update in (R(cpu_shares=256), R(oom_score_adj=-999)):
+        request = api_pb2.UpdateContainerResourcesRequest(container_id=low, linux=update)
+        node.rt.UpdateContainerResources(request, timeout=30)
+        assert node.status(low).resources.linux.oom_score_adj == in_force
+    assert node.d.stop() == 0, node.d.log()
+    node.d.start()
+    assert node.status(low).resources.linux.oom_score_adj == in_force
+    assert node.status(low).resources.linux.cpu_shares == 256
+    assert int(inside(node, low, "cat", "/proc/1/oom_score_adj")) == in_force
 
 
 def test_quota_without_period_uses_the_kernels_period(node):  # noqa: F811
