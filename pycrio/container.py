@@ -12,7 +12,7 @@ import signal
 import time
 from typing import Any
 
-from pycrio import monitor, native, procs, spec, volumes
+from pycrio import cgroup_kill, monitor, native, procs, spec, volumes
 from pycrio.attach import attach_socket
 from pycrio.config import Config
 from pycrio.cri import api_pb2
@@ -165,10 +165,31 @@ class ContainerOps:
             # Killing PID 1 of its own namespace kills every process in it.
             killed = await self._signal_init(record, runtime, signal.SIGKILL)
         else:
-            killed = await runtime.kill(record.id, signal.SIGKILL, all_processes=True)
+            killed = await self.kill_all(record, runtime)
         if killed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(exited.wait(), 10)
+
+    async def kill_all(self, record: ContainerRecord, runtime: OCIRuntime) -> bool:
+        """SIGKILL every process of the container: by its cgroup (cgroup_kill) where pycrio knows
+        it, else through the runtime (kill --all). True when there was something to kill."""
+        directory = self._cgroup_dir(record.facts.get("cgroups_path", ""))
+        if directory is not None:
+            try:
+                held, left = await asyncio.to_thread(cgroup_kill.kill_all, directory)
+            except FileNotFoundError:
+                return False  # no cgroup: the container's processes are all gone
+            if left:
+                logger.warning("container %s: %d processes outlived SIGKILL for 2 s", record.id[:12], left)
+            return held
+        return await runtime.kill(record.id, signal.SIGKILL, all_processes=True)
+
+    def _cgroup_dir(self, cgroups_path: str) -> str | None:
+        if not cgroups_path or self.runtime_facts.cgroup_manager != "cgroupfs":
+            return None
+        directory = cgroup_kill.cgroup_dir(cgroups_path, self.runtime_facts.cgroup_version)
+        # Its hierarchy must be there, or a missing directory would mean nothing.
+        return directory if os.path.isdir(directory[: -len(cgroups_path)]) else None
 
     async def _signal_init(self, record: ContainerRecord, runtime: OCIRuntime, sig: int) -> bool:
         """Signal the container's init: by pidfd when its identity is known, else through the runtime."""

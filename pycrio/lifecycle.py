@@ -320,7 +320,7 @@ class Lifecycle:
             pod = self.find_pod(c.pod_id)
             runtime = self.runtime(pod.runtime_handler)
             if c.state in ("created", "running"):
-                await runtime.kill(c.id, 9, all_processes=True)
+                await self.containers_ops.kill_all(c, runtime)
             deleting = self._deleting.pop(c.id, None)
             if deleting is not None:
                 with contextlib.suppress(Exception):  # on failure cleanup() deletes again
