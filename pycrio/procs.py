@@ -7,6 +7,7 @@ time read from /proc/<pid>/stat when the container was created must still match.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -53,5 +54,44 @@ def signal_if_same(pid: int | None, ticks: int | None, sig: int) -> bool:
             signal.pidfd_send_signal(fd, sig)
             return True
         return False
+    finally:
+        os.close(fd)
+
+
+async def kill_and_wait(pid: int | None, ticks: int | None, timeout: float) -> bool:
+    """SIGKILL pid when it is still the process that started at ticks, and wait until it has
+    exited (a zombie counts: the system's reaper may never collect it). False when it was gone
+    already; TimeoutError when it outlives timeout.
+
+    The pidfd turns readable when the process exits, reaped or not: no polling of /proc.
+    """
+    if not pid or ticks is None:
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if start_ticks(pid) != ticks:
+            return False
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await asyncio.wait_for(exited, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"process {pid} still there {timeout:.0f} s after SIGKILL") from None
+        finally:
+            loop.remove_reader(fd)
+        return True
     finally:
         os.close(fd)

@@ -229,8 +229,7 @@ class Sandbox:
     async def _stop_pause(self, facts: dict[str, Any]) -> None:
         """SIGKILL the directly started pause, wait until it is gone (a zombie counts), rmdir its cgroups."""
         pid, ticks = facts.get("pause_pid"), facts.get("pause_start")
-        if procs.signal_if_same(pid, ticks, signal.SIGKILL):
-            await _wait_pause_gone(pid, ticks, PAUSE_STOP_TIMEOUT)
+        await procs.kill_and_wait(pid, ticks, PAUSE_STOP_TIMEOUT)
         facts.pop("pause_pid", None)
         await asyncio.to_thread(_remove_cgroups, facts.get("pause_cgroups") or [])
         facts["pause_cgroups"] = []
@@ -419,18 +418,6 @@ def _pause_state(pid: int, ticks: int | None) -> str | None:
     if ticks is not None and int(fields[19]) != ticks:
         return None
     return fields[0].decode()
-
-
-async def _wait_pause_gone(pid: int | None, ticks: int | None, timeout: float) -> None:
-    """Until pid is gone, reused or a zombie (the system's reaper may never collect it)."""
-    if not pid:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _pause_state(pid, ticks) in (None, "Z", "X"):
-            return
-        await asyncio.sleep(0.002)
-    raise TimeoutError(f"pause {pid} still there {timeout:.0f} s after SIGKILL")
 
 
 def kill_recorded_pauses(runroot: str) -> list[int]:

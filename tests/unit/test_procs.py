@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -52,3 +53,16 @@ def test_alive_is_false_for_zombies_and_other_processes():
     assert not procs.alive(child.pid, ticks)
     child.wait()
     assert not procs.alive(child.pid, ticks) and not procs.alive(None, ticks)
+
+
+def test_kill_and_wait_returns_once_the_process_has_exited_even_unreaped():
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        ticks = procs.start_ticks(proc.pid)
+        assert asyncio.run(procs.kill_and_wait(proc.pid, ticks, 5)) is True
+        assert not procs.alive(proc.pid, ticks)  # a zombie now, not yet reaped by us
+        assert asyncio.run(procs.kill_and_wait(proc.pid, ticks + 1, 5)) is False  # another start time
+    finally:
+        proc.kill()
+        proc.wait()
+    assert asyncio.run(procs.kill_and_wait(proc.pid, ticks, 5)) is False  # gone
