@@ -1,13 +1,22 @@
 """Pull + unpack time of a large multi-layer image, pycrio vs another CRI endpoint (e.g. containerd).
 
     python benchmarks/pull_speed.py [--endpoint unix:///run/containerd/containerd.sock \
-        --certs-dir /etc/containerd/certs.d] [--size-mb 500] [--files 40000] [--layers 5] [--runs 3]
+        --certs-dir /etc/containerd/certs.d | --start-containerd] [--size-mb 500] [--files 40000] \
+        [--layers 5] [--runs 3] [--fresh-ext4 GB]
 
 It generates (once, cached in --workdir) an image of about --size-mb MB uncompressed in
 --layers gzip layers holding --files files, pushes it to a docker-registry it starts on
 127.0.0.1, and times PullImage (which includes unpacking) followed by RemoveImage, --runs
 times per endpoint. containerd must run with `config_path` pointing at --certs-dir in its CRI
 registry config: the script writes hosts.toml there so containerd uses plain http.
+--start-containerd runs a private containerd instead (Debian's package; lifecycle.py's setup).
+
+--fresh-ext4 GB puts both runtimes' storage on a new ext4 filesystem (mkfs defaults, with its
+journal) in a loop-mounted image file of that size, made for the run and removed after it. A
+node's image filesystem is usually such a filesystem; a long-lived one that churns files, or one
+without a journal (ext4 then skips every inode deleted in the last minutes when it allocates
+one, which made file creation on this VM's root 10-30 times slower after a test run), measures
+the filesystem's state more than the runtime.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import bench_network  # noqa: E402
+from benchmarks import bench_network, lifecycle  # noqa: E402
 from pycrio.cri import api_pb2, api_pb2_grpc  # noqa: E402
 from tests.support.images import Blob, build_image, layer_media_type  # noqa: E402
 from tests.support.push import push_image  # noqa: E402
@@ -157,7 +166,11 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=5)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workdir", default="/var/tmp/pycrio-bench")
+    parser.add_argument("--start-containerd", action="store_true", help="compare with a private containerd")
+    parser.add_argument("--fresh-ext4", type=int, metavar="GB", help="both runtimes' storage on a new ext4 of GB")
     args = parser.parse_args()
+    if args.start_containerd and args.endpoint:
+        parser.error("--endpoint and --start-containerd exclude each other")
 
     blobs = generate(os.path.join(args.workdir, "image"), args.size_mb, args.files, args.layers)
     compressed = sum(b.size for b in blobs)
@@ -171,16 +184,24 @@ def main() -> None:
 
     base = tempfile.mkdtemp(prefix="pycrio-pullbench-", dir=args.workdir)
     registry = start_registry(os.path.join(base, "registry"))
+    storage = base
+    ctrd = None
     try:
+        if args.fresh_ext4:
+            storage = make_fresh_ext4(base, args.fresh_ext4)
+            print(f"storage: a new ext4 of {args.fresh_ext4} GB (mkfs defaults) at {storage}")
         push_image(registry.host, REPO, TAG, build_image(blobs))
         image = f"{registry.host}/{REPO}:{TAG}"
-        proc, endpoint = start_pycrio(base, registry.host)
+        if args.start_containerd:
+            os.makedirs(os.path.join(storage, "containerd"))
+            ctrd, args.endpoint, args.certs_dir = lifecycle.start_containerd(os.path.join(storage, "containerd"))
+        proc, endpoint = start_pycrio(storage, registry.host)
         try:
             ours = report("pycrio", time_pulls(endpoint, image, args.runs), compressed, uncompressed, args.files)
         finally:
             proc.terminate()
             proc.wait(10)
-            with open(os.path.join(base, "daemon.log")) as f:
+            with open(os.path.join(storage, "daemon.log")) as f:
                 for line in f:
                     if "pulled " in line:  # pycrio's own phase timings for each run
                         print("  " + line.split(": ", 1)[1].strip())
@@ -197,9 +218,42 @@ def main() -> None:
             theirs = report(label, time_pulls(args.endpoint, image, args.runs), compressed, uncompressed, args.files)
             print(f"pycrio / {label}: {ours / theirs:.2f} of the time")
     finally:
+        if ctrd is not None:
+            stop_containerd(ctrd, storage)
         registry.stop()
         bench_network.remove()
+        if storage != base:
+            remove_fresh_ext4(base, storage)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def make_fresh_ext4(base: str, gigabytes: int) -> str:
+    image, mountpoint = os.path.join(base, "fs.img"), os.path.join(base, "fs")
+    with open(image, "wb") as f:
+        f.truncate(gigabytes << 30)
+    subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+    os.makedirs(mountpoint)
+    subprocess.run(["mount", "-o", "loop", image, mountpoint], check=True)
+    return mountpoint
+
+
+def remove_fresh_ext4(base: str, mountpoint: str) -> None:
+    subprocess.run(["umount", "-R", mountpoint], check=False)
+    os.unlink(os.path.join(base, "fs.img"))
+
+
+def stop_containerd(proc: subprocess.Popen, storage: str) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    # its snapshot mounts and state, under the private root
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if os.path.join(storage, "containerd") in line]
+    for mount in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
 
 
 if __name__ == "__main__":
