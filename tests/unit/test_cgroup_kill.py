@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -23,9 +24,15 @@ def cgroup():
     yield directory
     if os.path.isdir(directory):
         cgroup_kill.kill_all(directory)  # after a failed test
-    for top in (directory, os.path.dirname(directory)):
-        with contextlib.suppress(OSError):
-            os.rmdir(top)
+    deadline = time.monotonic() + 2
+    while os.path.isdir(directory):  # EBUSY for a moment after its last process exited
+        try:
+            os.rmdir(directory)
+        except OSError:
+            assert time.monotonic() < deadline, f"{directory} could not be removed"
+            time.sleep(0.01)
+    with contextlib.suppress(OSError):  # other tests' cgroups may be there
+        os.rmdir(os.path.dirname(directory))
 
 
 def _start_in(directory: str, script: str) -> subprocess.Popen:
