@@ -31,6 +31,7 @@ EXTENSION_SOURCES = [
     "extract_path.c",
     "extract_entry.c",
     "extract_whiteout.c",
+    "extract_discard.c",
     "ns.c",
     "mount.c",
     "inotify.c",

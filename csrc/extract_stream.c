@@ -40,7 +40,7 @@ int xstream_fill_input(struct xctx *c)
         s->in_eof = true;
         return 0;
     }
-    if (EVP_DigestUpdate(s->in_sha, s->inbuf + s->in_end, (size_t)n) != 1)
+    if (s->in_sha != NULL && EVP_DigestUpdate(s->in_sha, s->inbuf + s->in_end, (size_t)n) != 1)
         return xfail(c, EIO, "sha256", "hashing the layer failed");
     if (s->tee_fd >= 0) {
         int rc = pycrio_write_all(s->tee_fd, s->inbuf + s->in_end, (size_t)n);
@@ -89,8 +89,8 @@ int xstream_open(struct xctx *c, int in_fd, int tee_fd, int compression, bool no
     s->in_fd = in_fd;
     s->tee_fd = tee_fd;
     s->inbuf = malloc(XBUF_SIZE);
-    s->in_sha = sha256_new();
-    if (s->inbuf == NULL || s->in_sha == NULL)
+    s->in_sha = s->no_digests ? NULL : sha256_new();
+    if (s->inbuf == NULL || (s->in_sha == NULL && !s->no_digests))
         return xfail(c, ENOMEM, "malloc", "allocating the input buffer");
     if (compression == PYCRIO_COMPRESSION_AUTO) {
         compression = detect(c);
@@ -101,8 +101,8 @@ int xstream_open(struct xctx *c, int in_fd, int tee_fd, int compression, bool no
     if (compression == PYCRIO_COMPRESSION_NONE)
         return 0;
     s->outbuf = malloc(XBUF_SIZE);
-    s->out_sha = sha256_new();
-    if (s->outbuf == NULL || s->out_sha == NULL)
+    s->out_sha = s->no_digests ? NULL : sha256_new();
+    if (s->outbuf == NULL || (s->out_sha == NULL && !s->no_digests))
         return xfail(c, ENOMEM, "malloc", "allocating the output buffer");
     return xcodec_new(c, compression, no_isal, &s->codec);
 }
@@ -147,7 +147,7 @@ static long refill_decoded(struct xctx *c)
         if (rc < 0)
             return rc;
         if (produced > 0) {
-            if (EVP_DigestUpdate(s->out_sha, s->outbuf, produced) != 1)
+            if (s->out_sha != NULL && EVP_DigestUpdate(s->out_sha, s->outbuf, produced) != 1)
                 return xfail(c, EIO, "sha256", "hashing the tar stream failed");
             s->out = s->outbuf;
             s->out_pos = 0;

@@ -118,6 +118,16 @@ def extract_features() -> int:
     return int(lib.pycrio_extract_features())
 
 
+def decompress_discard(in_fd: int, *, compression: int = COMPRESSION_AUTO, flags: int = 0) -> tuple[int, int, int]:
+    """Decode the stream read from in_fd to EOF and throw the output away (no tar, no digests,
+    nothing written): (compressed bytes, decoded bytes, compression used). The extractor's own
+    decoder, for measuring it and for checking that a stream decodes. Runs without the GIL."""
+    err = new_err()
+    st = ffi.new("struct pycrio_extract_stats *")
+    check(lib.pycrio_decompress_discard(in_fd, compression, flags, st, err), err)
+    return int(st.compressed_bytes), int(st.uncompressed_bytes), int(st.compression)
+
+
 def extract_layer(
     in_fd: int,
     dest: str | os.PathLike[str],

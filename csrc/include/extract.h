@@ -46,3 +46,11 @@ int pycrio_extract_features(void);
  * compression: PYCRIO_COMPRESSION_*; flags: PYCRIO_EXTRACT_*.  Returns 0 or -errno. */
 int pycrio_extract_layer(int in_fd, int tee_fd, const char *dest_dir, int compression, int flags,
                          struct pycrio_extract_stats *stats, struct pycrio_err *err);
+
+/* Decode the (compressed) stream read from in_fd until EOF and discard the output: no tar
+ * parsing, no digests, nothing written.  It measures the decoder alone (benchmarks) and checks
+ * that a stream decodes completely.  stats gets compressed_bytes, uncompressed_bytes and
+ * compression; its digests are left empty.  flags: 0 or PYCRIO_EXTRACT_NO_ISAL.
+ * Returns 0 or -errno. */
+int pycrio_decompress_discard(int in_fd, int compression, int flags,
+                              struct pycrio_extract_stats *stats, struct pycrio_err *err);

@@ -7,6 +7,7 @@
  *   extract_path.c        lexical cleaning and resolution beneath the root (openat2, fallback)
  *   extract_entry.c       creating and replacing entries, ownership, modes, times, xattrs
  *   extract_whiteout.c    OCI whiteouts and opaque directories
+ *   extract_discard.c     the decoder alone, output discarded (its speed, a stream's validity)
  *
  * Nothing here is global: all state hangs off struct xctx, owned by the calling thread.
  */
@@ -50,6 +51,7 @@ struct xstream {
     bool out_eof; /* the tar stream ended and the compressed stream was verified complete */
     unsigned long long out_total;
     EVP_MD_CTX *out_sha; /* NULL when plain: the two digests are the same */
+    bool no_digests;     /* set before xstream_open: neither digest is computed (discard only) */
 };
 
 /* ---- extract_tar.c ---- */
