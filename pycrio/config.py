@@ -98,6 +98,12 @@ class RuntimeConfig:
         '(absolute paths; ["/dev/fuse"] is the usual setting; [] allows none).',
         path=True,
     )
+    seccomp_profile_roots: list[str] = opt(
+        [],
+        "Directories Localhost seccomp profiles must lie under, symlinks resolved "
+        '(["/var/lib/kubelet/seccomp"] is the kubelet\'s; [] allows any absolute path).',
+        path=True,
+    )
     runtimes: dict[str, RuntimeHandlerConfig] = field(
         default_factory=lambda: {"runc": RuntimeHandlerConfig()},
         metadata={"doc": "Runtime handlers, one [pycrio.runtime.runtimes.NAME] table each.", "table_of": True},

@@ -47,7 +47,10 @@ class Lifecycle:
         self.store = RuntimeStore(db)
         self.images = images
         self.runtime_facts = spec.RuntimeFacts.probe(
-            cfg.runtime.default_capabilities, cfg.runtime.cgroup_manager, cfg.runtime.allowed_devices
+            cfg.runtime.default_capabilities,
+            cfg.runtime.cgroup_manager,
+            cfg.runtime.allowed_devices,
+            cfg.runtime.seccomp_profile_roots,
         )
         self.containers_ops = ContainerOps(cfg, images, self.runtime_facts)
         self._runtimes: dict[str, OCIRuntime] = {}

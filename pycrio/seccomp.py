@@ -494,14 +494,27 @@ def default_profile(effective_caps: Iterable[str], machine: str | None = None) -
 # ---------------------------------------------------------------- Localhost profiles
 
 
-def read_localhost_profile(path: str, effective_caps: Iterable[str]) -> dict[str, Any]:
-    """Load a Localhost profile (OCI linux.seccomp, or the Docker-style format) as an OCI section."""
+def read_localhost_profile(path: str, effective_caps: Iterable[str], roots: Iterable[str] = ()) -> dict[str, Any]:
+    """Load a Localhost profile (OCI linux.seccomp, or the Docker-style format) as an OCI section.
+
+    With roots (the config's seccomp_profile_roots), the profile must lie under one of them
+    once symlinks are resolved on both sides."""
     if not path or not posixpath.isabs(path):
         raise InvalidArgument(f"seccomp profile {path!r}: must be an absolute path")
     if ".." in path.split("/") or "\0" in path:
         raise InvalidArgument(f"seccomp profile {path!r}: must not contain '..' or NUL")
+    roots = list(roots)
+    if roots:
+        real = os.path.realpath(path)
+        if not any(real.startswith(os.path.realpath(root).rstrip("/") + "/") for root in roots):
+            where = path if real == path else f"{path} (resolved: {real})"
+            raise InvalidArgument(
+                f"seccomp profile {where}: outside the allowed profile directories ({', '.join(roots)}; "
+                "seccomp_profile_roots in [pycrio.runtime])"
+            )
+        path = real  # what was checked is what is opened (O_NOFOLLOW: no symlink swapped in since)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_NOFOLLOW if roots else 0))
     except OSError as e:
         raise InvalidArgument(f"seccomp profile {path!r}: cannot open: {e.strerror}") from None
     try:

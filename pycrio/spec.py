@@ -125,10 +125,15 @@ class RuntimeFacts:
     cgroup_version: int  # 1 or 2: spec_resources.cgroup_version()
     hugepage_sizes: frozenset | None = None  # spec_resources.hugepage_sizes(); None: not checked
     allowed_devices: tuple[str, ...] = ()  # config's runtime.allowed_devices: what io.pycrio.devices may name
+    seccomp_profile_roots: tuple[str, ...] = ()  # config's runtime.seccomp_profile_roots; (): anywhere
 
     @classmethod
     def probe(
-        cls, default_capabilities: list[str], cgroup_manager: str, allowed_devices: list[str] | None = None
+        cls,
+        default_capabilities: list[str],
+        cgroup_manager: str,
+        allowed_devices: list[str] | None = None,
+        seccomp_profile_roots: list[str] | None = None,
     ) -> RuntimeFacts:
         """Facts of this host read from /proc and /sys, with the given configuration."""
         version = cgroup_version()
@@ -140,6 +145,7 @@ class RuntimeFacts:
             cgroup_version=version,
             hugepage_sizes=hugepage_sizes(version),
             allowed_devices=tuple(allowed_devices or ()),
+            seccomp_profile_roots=tuple(seccomp_profile_roots or ()),
         )
 
 
@@ -280,7 +286,9 @@ def process_capabilities(sc: api_pb2.LinuxContainerSecurityContext, runtime: Run
     }
 
 
-def _seccomp(sc: api_pb2.LinuxContainerSecurityContext, effective_caps: list[str]) -> dict[str, Any] | None:
+def _seccomp(
+    sc: api_pb2.LinuxContainerSecurityContext, effective_caps: list[str], roots: tuple[str, ...] = ()
+) -> dict[str, Any] | None:
     """The linux.seccomp section: None when unconfined (or privileged: the profile is ignored).
 
     The `seccomp` field wins over the deprecated `seccomp_profile_path`; an unset field
@@ -294,7 +302,7 @@ def _seccomp(sc: api_pb2.LinuxContainerSecurityContext, effective_caps: list[str
         if kind == api_pb2.SecurityProfile.Unconfined:
             return None
         if kind == api_pb2.SecurityProfile.Localhost:
-            return seccomp.read_localhost_profile(ref, effective_caps)
+            return seccomp.read_localhost_profile(ref, effective_caps, roots)
         raise InvalidArgument(f"seccomp profile type {kind}: unknown")
     path = sc.seccomp_profile_path
     if path in ("", "unconfined"):
@@ -302,7 +310,7 @@ def _seccomp(sc: api_pb2.LinuxContainerSecurityContext, effective_caps: list[str
     if path in ("runtime/default", "docker/default"):
         return seccomp.default_profile(effective_caps)
     if path.startswith("localhost/"):
-        return seccomp.read_localhost_profile(path[len("localhost/") :], effective_caps)
+        return seccomp.read_localhost_profile(path[len("localhost/") :], effective_caps, roots)
     raise InvalidArgument(f"seccomp profile {path!r}: unknown (runtime/default, unconfined or localhost/<path>)")
 
 
@@ -404,7 +412,7 @@ def container_spec(
     )
     process["terminal"] = config.tty
     process["capabilities"] = process_capabilities(sc, runtime)
-    seccomp_section = _seccomp(sc, process["capabilities"]["effective"])
+    seccomp_section = _seccomp(sc, process["capabilities"]["effective"], runtime.seccomp_profile_roots)
     apparmor = lsm.apparmor_profile(sc)
     if apparmor is not None:
         process["apparmorProfile"] = apparmor

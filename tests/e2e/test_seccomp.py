@@ -93,3 +93,40 @@ def test_localhost_missing_profile_is_invalid_argument(node):  # noqa: F811
         start(node, pod, "m", missing)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "/nonexistent/p.json" in e.value.details()
+
+
+def test_seccomp_profile_roots_confine_localhost_profiles(daemon_factory, registry, busybox_image, tmp_path):
+    """With seccomp_profile_roots set, a profile outside them (by path, or by a symlink inside
+    pointing out) is refused before anything is made; one inside is applied."""
+    import grpc
+    import pytest
+
+    from tests.e2e.test_images import registry_daemon
+    from tests.e2e.test_pods import busybox_node
+
+    root, outside = tmp_path / "profiles", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    doc = json.dumps(
+        {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO"}]}
+    )
+    (root / "ok.json").write_text(doc)
+    (outside / "stray.json").write_text(doc)
+    (root / "escape.json").symlink_to(outside / "stray.json")
+    config = f'[pycrio.runtime]\nseccomp_profile_roots = ["{root}"]\n'
+    with busybox_node(registry_daemon(daemon_factory, registry.host, config=config), registry.host) as n:
+        pod = n.pod()
+
+        def local(path):
+            return api_pb2.SecurityProfile(profile_type=api_pb2.SecurityProfile.Localhost, localhost_ref=str(path))
+
+        for i, bad in enumerate((outside / "stray.json", root / "escape.json")):
+            with pytest.raises(grpc.RpcError) as e:
+                start(n, pod, f"bad{i}", local(bad))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "outside the allowed profile directories" in e.value.details(), e.value.details()
+        assert not n.rt.ListContainers(api_pb2.ListContainersRequest()).containers
+        cid = start(n, pod, "ok", local(root / "ok.json"), add_caps=["SYS_ADMIN"])
+        assert seccomp_mode(n, cid) == "2"
+        out = n.exec(cid, ["hostname", "x"])
+        assert out.exit_code != 0 and b"not permitted" in out.stderr, out

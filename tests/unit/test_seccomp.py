@@ -163,6 +163,27 @@ def test_localhost_missing_file_names_the_path(tmp_path):
         seccomp.read_localhost_profile(path, [])
 
 
+def test_localhost_profile_roots(tmp_path):
+    root, outside = tmp_path / "profiles", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    doc = {"defaultAction": "SCMP_ACT_ALLOW"}
+    inside = write(root, doc)
+    (root / "sub").mkdir()
+    nested = write(root / "sub", doc)
+    stray = write(outside, doc)
+    (root / "escape.json").symlink_to(stray)  # inside by name, outside once resolved
+    (tmp_path / "via-link").symlink_to(root)  # outside by name, inside once resolved
+    roots = [str(root)]
+    assert seccomp.read_localhost_profile(inside, [], roots)["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert seccomp.read_localhost_profile(nested, [], roots)["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert seccomp.read_localhost_profile(str(tmp_path / "via-link" / "p.json"), [], roots)
+    for bad in (stray, str(root / "escape.json"), str(tmp_path / "profilesX.json")):
+        with pytest.raises(InvalidArgument, match="outside the allowed profile directories.*seccomp_profile_roots"):
+            seccomp.read_localhost_profile(bad, [], roots)
+    assert seccomp.read_localhost_profile(stray, [], [])  # no roots: any absolute path
+
+
 @pytest.mark.parametrize("path", ["", "rel/p.json", "/etc/../etc/p.json"])
 def test_localhost_bad_paths(path):
     with pytest.raises(InvalidArgument):
