@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal/err_set.h"
@@ -82,13 +83,26 @@ static int detect(struct xctx *c)
     return PYCRIO_COMPRESSION_NONE;
 }
 
+void *xbig_alloc(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void xbig_free(void *p, size_t size)
+{
+    if (p != NULL)
+        munmap(p, size);
+}
+
 int xstream_open(struct xctx *c, int in_fd, int tee_fd, int compression, bool no_isal)
 {
     struct xstream *s = &c->s;
 
     s->in_fd = in_fd;
     s->tee_fd = tee_fd;
-    s->inbuf = malloc(XBUF_SIZE);
+    s->inbuf = xbig_alloc(XBUF_SIZE);
     s->in_sha = s->no_digests ? NULL : sha256_new();
     if (s->inbuf == NULL || (s->in_sha == NULL && !s->no_digests))
         return xfail(c, ENOMEM, "malloc", "allocating the input buffer");
@@ -100,7 +114,7 @@ int xstream_open(struct xctx *c, int in_fd, int tee_fd, int compression, bool no
     s->compression = compression;
     if (compression == PYCRIO_COMPRESSION_NONE)
         return 0;
-    s->outbuf = malloc(XBUF_SIZE);
+    s->outbuf = xbig_alloc(XBUF_SIZE);
     s->out_sha = s->no_digests ? NULL : sha256_new();
     if (s->outbuf == NULL || (s->out_sha == NULL && !s->no_digests))
         return xfail(c, ENOMEM, "malloc", "allocating the output buffer");
@@ -112,8 +126,8 @@ void xstream_close(struct xstream *s)
     xcodec_free(s->codec);
     EVP_MD_CTX_free(s->in_sha);
     EVP_MD_CTX_free(s->out_sha);
-    free(s->inbuf);
-    free(s->outbuf);
+    xbig_free(s->inbuf, XBUF_SIZE);
+    xbig_free(s->outbuf, XBUF_SIZE);
     memset(s, 0, sizeof(*s));
 }
 

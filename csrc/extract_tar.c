@@ -417,7 +417,7 @@ static int alloc_buffers(struct xctx *c)
     struct xtar *t = &c->t;
 
     if (t->pax == NULL) {
-        t->pax = malloc(XMETA_MAX + 1);
+        t->pax = xbig_alloc(XMETA_MAX + 1);
         t->longname = malloc(PATH_MAX);
         t->longlink = malloc(PATH_MAX);
         if (t->pax == NULL || t->longname == NULL || t->longlink == NULL)
@@ -467,7 +467,7 @@ int xtar_next(struct xctx *c)
 
 void xtar_free(struct xtar *t)
 {
-    free(t->pax);
+    xbig_free(t->pax, XMETA_MAX + 1);
     free(t->longname);
     free(t->longlink);
     t->pax = t->longname = t->longlink = NULL;

@@ -129,6 +129,10 @@ int xfail(struct xctx *c, int errnum, const char *step, const char *fmt, ...)
 int xfail_sys(struct xctx *c, int errnum, const char *step, const char *what);
 
 /* ---- extract_stream.c ---- */
+/* The large per-extraction buffers come straight from mmap and go back at the end: malloc
+ * would keep them in the (per-thread) arena after free, resident in the daemon for good. */
+void *xbig_alloc(size_t size);
+void xbig_free(void *p, size_t size);
 int xstream_open(struct xctx *c, int in_fd, int tee_fd, int compression, bool no_isal);
 void xstream_close(struct xstream *s);
 /* Read more of in_fd into inbuf (hash, tee); returns bytes read, 0 at EOF, or -errno. */
