@@ -34,18 +34,9 @@ int pycrio_decompress_discard(int in_fd, int compression, int flags,
         return xfail(c, EINVAL, "decompress", "unknown flags 0x%x", (unsigned)flags);
     memset(stats, 0, sizeof(*stats));
     c->s.no_digests = true;
-    if ((rc = xstream_open(c, in_fd, -1, compression, flags & PYCRIO_EXTRACT_NO_ISAL)) < 0)
+    if ((rc = xstream_open(c, in_fd, -1, compression, flags & PYCRIO_EXTRACT_NO_ISAL)) < 0 ||
+        (rc = xstream_drain(c)) < 0)
         return rc;
-    for (;;) {
-        const unsigned char *p;
-        long got = xstream_peek(c, &p, XBUF_SIZE);
-
-        if (got < 0)
-            return (int)got;
-        if (got == 0)
-            break;
-        xstream_consume(&c->s, (size_t)got);
-    }
     stats->compressed_bytes = c->s.in_total;
     stats->uncompressed_bytes = c->s.out_total;
     stats->compression = c->s.compression;

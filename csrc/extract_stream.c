@@ -287,6 +287,18 @@ static int digest_hex(struct xctx *c, EVP_MD_CTX *md, char *out)
     return 0;
 }
 
+int xstream_drain(struct xctx *c)
+{
+    for (;;) {
+        const unsigned char *p;
+        long got = xstream_peek(c, &p, XBUF_SIZE);
+
+        if (got <= 0)
+            return (int)got;
+        xstream_consume(&c->s, (size_t)got);
+    }
+}
+
 int xstream_finish(struct xctx *c)
 {
     struct xstream *s = &c->s;
@@ -294,16 +306,8 @@ int xstream_finish(struct xctx *c)
     int rc;
 
     /* Whatever follows the end-of-archive blocks (record padding) is part of the diff. */
-    for (;;) {
-        const unsigned char *p;
-        long got = xstream_peek(c, &p, XBUF_SIZE);
-
-        if (got < 0)
-            return (int)got;
-        if (got == 0)
-            break;
-        xstream_consume(s, (size_t)got);
-    }
+    if ((rc = xstream_drain(c)) < 0)
+        return rc;
     /* The stream ends only at in_fd's EOF, with the compressed stream verified complete. */
     st->compressed_bytes = s->in_total;
     st->uncompressed_bytes = s->out_total;

@@ -322,16 +322,20 @@ def _write(path: str, value: str, fields: str) -> None:
         raise
 
 
-def _copy_if_empty(directory: str, name: str) -> None:
-    """A new v1 cpuset level starts with no cpus and mems: it gets its parent's."""
-    path = os.path.join(directory, name)
-    with open(path) as f:
-        if f.read().strip():
+def inherit_cpuset(directory: str) -> None:
+    """A new v1 cpuset level starts with no cpus and mems (no task could join it): it gets its
+    parent's. Nothing to do elsewhere (no cpuset.cpus) or where they are set."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        path = os.path.join(directory, name)
+        if not os.path.exists(path):
             return
-    with open(os.path.join(os.path.dirname(directory), name)) as f:
-        value = f.read().strip()
-    with open(path, "w") as f:
-        f.write(value)
+        with open(path) as f:
+            if f.read().strip():
+                continue
+        with open(os.path.join(os.path.dirname(directory), name)) as f:
+            value = f.read().strip()
+        with open(path, "w") as f:
+            f.write(value)
 
 
 def _enable(directory: str, controllers: list[str]) -> None:
@@ -353,9 +357,7 @@ def make(p: Plan) -> None:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(directory)
                 made.append(directory)
-            if os.path.exists(os.path.join(directory, "cpuset.cpus")):
-                _copy_if_empty(directory, "cpuset.cpus")
-                _copy_if_empty(directory, "cpuset.mems")
+            inherit_cpuset(directory)
         for directory, controllers in p.subtree:
             _enable(directory, controllers)
         for controller, name, value, fields in p.writes:

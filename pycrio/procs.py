@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 
 
 def start_ticks(pid: int) -> int | None:
@@ -38,24 +39,38 @@ def alive(pid: int | None, ticks: int | None) -> bool:
     return fields[0] not in (b"Z", b"X") and int(fields[19]) == ticks
 
 
-def signal_if_same(pid: int | None, ticks: int | None, sig: int) -> bool:
-    """Send sig to pid when it is still the process that started at ticks; False when it is gone."""
+@contextlib.contextmanager
+def _pidfd_if_same(pid: int | None, ticks: int | None) -> Iterator[int | None]:
+    """A pidfd of pid while it is the process that started at ticks, else None; closed after."""
     if not pid or ticks is None:
-        return False
+        yield None
+        return
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
-        return False
+        yield None
+        return
     try:
         # Checked after the pidfd is open: from here on the pid cannot be reused under us.
-        if start_ticks(pid) != ticks:
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(fd, sig)
-            return True
-        return False
+        yield fd if start_ticks(pid) == ticks else None
     finally:
         os.close(fd)
+
+
+def _send(fd: int | None, sig: int) -> bool:
+    if fd is None:
+        return False
+    try:
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def signal_if_same(pid: int | None, ticks: int | None, sig: int) -> bool:
+    """Send sig to pid when it is still the process that started at ticks; False when it is gone."""
+    with _pidfd_if_same(pid, ticks) as fd:
+        return _send(fd, sig)
 
 
 async def kill_and_wait(pid: int | None, ticks: int | None, timeout: float) -> bool:
@@ -65,18 +80,8 @@ async def kill_and_wait(pid: int | None, ticks: int | None, timeout: float) -> b
 
     The pidfd turns readable when the process exits, reaped or not: no polling of /proc.
     """
-    if not pid or ticks is None:
-        return False
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return False
-    try:
-        if start_ticks(pid) != ticks:
-            return False
-        try:
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
-        except ProcessLookupError:
+    with _pidfd_if_same(pid, ticks) as fd:
+        if fd is None or not _send(fd, signal.SIGKILL):
             return False
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[None] = loop.create_future()
@@ -93,5 +98,3 @@ async def kill_and_wait(pid: int | None, ticks: int | None, timeout: float) -> b
         finally:
             loop.remove_reader(fd)
         return True
-    finally:
-        os.close(fd)

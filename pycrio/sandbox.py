@@ -339,17 +339,6 @@ def _cgroup_dirs(cgroup: str) -> list[str]:
     return [root + cgroup for root in roots]
 
 
-def _copy_if_empty(directory: str, name: str) -> None:
-    path = os.path.join(directory, name)
-    with open(path) as f:
-        if f.read().strip():
-            return
-    with open(os.path.join(os.path.dirname(directory), name)) as f:
-        value = f.read().strip()
-    with open(path, "w") as f:
-        f.write(value)
-
-
 def _mkdir_cgroup(path: str) -> None:
     """mkdir -p a cgroup; in a cpuset hierarchy each new level gets its parent's cpus and mems."""
     missing = []
@@ -360,9 +349,7 @@ def _mkdir_cgroup(path: str) -> None:
     for directory in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory)
-        if os.path.exists(os.path.join(directory, "cpuset.cpus")):
-            _copy_if_empty(directory, "cpuset.cpus")
-            _copy_if_empty(directory, "cpuset.mems")
+        pod_cgroup.inherit_cpuset(directory)
 
 
 def _spawn_pause(

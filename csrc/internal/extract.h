@@ -144,6 +144,8 @@ void xstream_consume(struct xstream *s, size_t n);
 int xstream_block(struct xctx *c, unsigned char *blk);
 int xstream_read(struct xctx *c, void *dst, size_t n, const char *what);
 int xstream_skip(struct xctx *c, unsigned long long n, const char *what);
+/* Consume the rest of the stream up to its verified end; 0 or -errno. */
+int xstream_drain(struct xctx *c);
 /* Consume the rest of the tar stream, verify the compressed end, fill the stats. */
 int xstream_finish(struct xctx *c);
 
