@@ -25,6 +25,8 @@
 #define ROOT_MOUNTPOINT "/proc" /* exists everywhere; covered in the pause's own mount ns only */
 #define ROOT_OPTIONS "mode=0555,size=4k,nr_inodes=4"
 #define CAP_LAST_CAP_MAX 255
+#define NGROUPS_LIMIT 65536          /* the kernel's NGROUPS_MAX */
+#define NO_ID 0xffffffffu            /* (uid_t)-1: "no change" to setres*id(2), never an id */
 #define CHILD_STACK_SIZE (64 * 1024) /* each child's; they call only plain syscalls */
 /* Both children share the daemon's memory until the pause execs (see pause_spawn.h): no page
  * table copy of a daemon of tens of MiB, which cost ~1 ms per 15 MiB of RSS per fork. */
@@ -57,18 +59,38 @@ enum step {
     STEP_CHDIR,
     STEP_NO_NEW_PRIVS,
     STEP_CAPBSET_DROP,
+    STEP_SETGROUPS,
+    STEP_SETRESGID,
+    STEP_SETRESUID,
     STEP_CAPSET,
     STEP_EXEC,
 };
 
 static const char *const STEP_NAMES[] = {
-    [STEP_PID] = "clone",           [STEP_SETNS_NET] = "setns",   [STEP_SETNS_IPC] = "setns",
-    [STEP_SETNS_UTS] = "setns",     [STEP_UNSHARE] = "unshare",   [STEP_CLONE] = "clone",
-    [STEP_SETSID] = "setsid",       [STEP_DUP2] = "dup2",         [STEP_OOM_OPEN] = "open",
-    [STEP_OOM_WRITE] = "write",     [STEP_CGROUP_OPEN] = "open",  [STEP_CGROUP_WRITE] = "write",
-    [STEP_MOUNT_PRIVATE] = "mount", [STEP_MOUNT_TMPFS] = "mount", [STEP_PIVOT_ROOT] = "pivot_root",
-    [STEP_UMOUNT_OLD] = "umount2",  [STEP_CHDIR] = "chdir",       [STEP_NO_NEW_PRIVS] = "prctl",
-    [STEP_CAPBSET_DROP] = "prctl",  [STEP_CAPSET] = "capset",     [STEP_EXEC] = "execveat",
+    [STEP_PID] = "clone",
+    [STEP_SETNS_NET] = "setns",
+    [STEP_SETNS_IPC] = "setns",
+    [STEP_SETNS_UTS] = "setns",
+    [STEP_UNSHARE] = "unshare",
+    [STEP_CLONE] = "clone",
+    [STEP_SETSID] = "setsid",
+    [STEP_DUP2] = "dup2",
+    [STEP_OOM_OPEN] = "open",
+    [STEP_OOM_WRITE] = "write",
+    [STEP_CGROUP_OPEN] = "open",
+    [STEP_CGROUP_WRITE] = "write",
+    [STEP_MOUNT_PRIVATE] = "mount",
+    [STEP_MOUNT_TMPFS] = "mount",
+    [STEP_PIVOT_ROOT] = "pivot_root",
+    [STEP_UMOUNT_OLD] = "umount2",
+    [STEP_CHDIR] = "chdir",
+    [STEP_NO_NEW_PRIVS] = "prctl",
+    [STEP_CAPBSET_DROP] = "prctl",
+    [STEP_SETGROUPS] = "setgroups",
+    [STEP_SETRESGID] = "setresgid",
+    [STEP_SETRESUID] = "setresuid",
+    [STEP_CAPSET] = "capset",
+    [STEP_EXEC] = "execveat",
 };
 
 static const char *const STEP_WHAT[] = {
@@ -91,6 +113,9 @@ static const char *const STEP_WHAT[] = {
     [STEP_CHDIR] = "chdir",
     [STEP_NO_NEW_PRIVS] = "PR_SET_NO_NEW_PRIVS",
     [STEP_CAPBSET_DROP] = "PR_CAPBSET_DROP",
+    [STEP_SETGROUPS] = "setting the supplementary groups",
+    [STEP_SETRESGID] = "setting the gid",
+    [STEP_SETRESUID] = "setting the uid",
     [STEP_CAPSET] = "dropping every capability",
     [STEP_EXEC] = "executing the pause",
 };
@@ -117,7 +142,26 @@ struct plan {
     char *const *argv;
     char *const *envp;
     const char *const *cgroup_files; /* NULL-terminated, may be NULL */
+    unsigned int uid, gid;           /* the pause's user and group */
+    const unsigned int *groups;      /* its supplementary groups (gid_t), ngroups of them */
+    int ngroups;
 };
+
+_Static_assert(sizeof(gid_t) == sizeof(unsigned int) && sizeof(uid_t) == sizeof(unsigned int),
+               "ids are passed as unsigned int");
+
+/* The raw syscalls: glibc's setgroups/setres*id signal every thread of the process to change
+ * them all (setxid), and a child sharing the daemon's memory would signal the daemon's threads.
+ * 32-bit ABIs with 16-bit legacy calls have *32 variants. */
+#ifdef SYS_setresuid32
+#define SYSCALL_SETGROUPS SYS_setgroups32
+#define SYSCALL_SETRESGID SYS_setresgid32
+#define SYSCALL_SETRESUID SYS_setresuid32
+#else
+#define SYSCALL_SETGROUPS SYS_setgroups
+#define SYSCALL_SETRESGID SYS_setresgid
+#define SYSCALL_SETRESUID SYS_setresuid
+#endif
 
 static const int NS_TYPES[NNS] = {CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS};
 static const char *const NS_NAMES[NNS] = {"net", "ipc", "uts"};
@@ -143,7 +187,12 @@ static __attribute__((noreturn)) void child_fail(const struct plan *p, int step)
     child_fail_at(p, step, 0);
 }
 
-/* The pause, PID 1 of the new PID namespace: isolate, drop everything, exec. */
+/* The pause, PID 1 of the new PID namespace: isolate, become the pod's user, drop everything,
+ * exec.  Order: the bounding set needs CAP_SETPCAP and setres*id need CAP_SETUID/CAP_SETGID, so
+ * the bounding set goes first, then groups, gid, uid (leaving uid 0 empties the effective and
+ * permitted sets), then capset(0) for what is left (all of it when the uid is 0).  The uid
+ * change also makes the shared memory non-dumpable (suid_dumpable) until exec, so no process of
+ * that uid can ptrace this child, which still shares the daemon's memory. */
 static __attribute__((noreturn)) void pause_main(const struct plan *p)
 {
     int keep[3] = {p->sock, p->exec_fd, p->devnull};
@@ -199,6 +248,12 @@ static __attribute__((noreturn)) void pause_main(const struct plan *p)
     for (int cap = 0; cap <= p->cap_last_cap; cap++)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
             child_fail(p, STEP_CAPBSET_DROP);
+    if (syscall(SYSCALL_SETGROUPS, (long)p->ngroups, p->groups) < 0)
+        child_fail(p, STEP_SETGROUPS);
+    if (syscall(SYSCALL_SETRESGID, p->gid, p->gid, p->gid) < 0)
+        child_fail(p, STEP_SETRESGID);
+    if (syscall(SYSCALL_SETRESUID, p->uid, p->uid, p->uid) < 0)
+        child_fail(p, STEP_SETRESUID);
     memset(data, 0, sizeof(data));
     if (syscall(SYS_capset, &hdr, data) < 0)
         child_fail(p, STEP_CAPSET);
@@ -316,6 +371,18 @@ static int report_failure(const struct report *r, const char *pause_path, const 
                               step == STEP_CGROUP_OPEN ? "open" : "writing 0 to", path,
                               strerror(e));
     }
+    if (step == STEP_SETGROUPS && p->ngroups > 0)
+        return pycrio_err_set(err, e, "setgroups", pause_path,
+                              "pause %s: setgroups (%d supplementary groups, the first %u): %s",
+                              pause_path, p->ngroups, p->groups[0], strerror(e));
+    if (step == STEP_SETGROUPS)
+        return pycrio_err_set(err, e, "setgroups", pause_path,
+                              "pause %s: setgroups (no supplementary groups): %s", pause_path,
+                              strerror(e));
+    if (step == STEP_SETRESGID || step == STEP_SETRESUID)
+        return pycrio_err_set(err, e, STEP_NAMES[step], pause_path, "pause %s: %s(%u): %s",
+                              pause_path, STEP_NAMES[step],
+                              step == STEP_SETRESGID ? p->gid : p->uid, strerror(e));
     if (step == STEP_OOM_WRITE)
         return pycrio_err_set(err, e, "write", "/proc/self/oom_score_adj",
                               "pause %s: writing oom_score_adj %d: %s", pause_path, oom_score_adj,
@@ -352,8 +419,35 @@ static int open_plan(struct plan *p, const char *pause_path, const char *const *
     return 0;
 }
 
+static int check_ids(unsigned int uid, unsigned int gid, const unsigned int *groups, int ngroups,
+                     struct pycrio_err *err)
+{
+    if (uid == NO_ID || gid == NO_ID)
+        return pycrio_err_set(err, EINVAL, "pause_spawn", "",
+                              "pause uid %u / gid %u: %u is not an id", uid, gid, NO_ID);
+    if (ngroups < 0 || ngroups > NGROUPS_LIMIT || (ngroups > 0 && groups == NULL))
+        return pycrio_err_set(err, EINVAL, "pause_spawn", "",
+                              "pause: %d supplementary groups (0 to %d, with an array)", ngroups,
+                              NGROUPS_LIMIT);
+    for (int i = 0; i < ngroups; i++)
+        if (groups[i] == NO_ID)
+            return pycrio_err_set(err, EINVAL, "pause_spawn", "",
+                                  "pause supplementary group %d: %u is not an id", i, NO_ID);
+    return 0;
+}
+
+/* The uid change in the pause marks the memory it shares with the daemon (CLONE_VM) non-dumpable
+ * (see pause_main); once it has exec'd, this puts the daemon back as it was.  Two spawns racing
+ * may leave it non-dumpable (one reads the other's change): no core dumps, nothing else. */
+static void restore_dumpable(int before)
+{
+    if ((CHILD_CLONE_FLAGS & CLONE_VM) && before == 1 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1)
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+}
+
 int pycrio_pause_spawn(const char *pause_path, const char *netns, const char *ipcns,
                        const char *utsns, int oom_score_adj, const char *const *cgroup_files,
+                       unsigned int uid, unsigned int gid, const unsigned int *groups, int ngroups,
                        struct pycrio_err *err)
 {
     char *const argv[] = {PAUSE_ARGV0, NULL};
@@ -365,12 +459,16 @@ int pycrio_pause_spawn(const char *pause_path, const char *netns, const char *ip
                                   .sock = -1,
                                   .argv = argv,
                                   .envp = envp,
-                                  .cgroup_files = cgroup_files};
+                                  .cgroup_files = cgroup_files,
+                                  .uid = uid,
+                                  .gid = gid,
+                                  .groups = groups,
+                                  .ngroups = ngroups};
     cleanup_close int sock_parent = -1;
     struct report failure = {.step = -1};
     char *stacks;
     sigset_t all, old;
-    int sv[2], rc, pause_pid = 0;
+    int sv[2], rc, dumpable, pause_pid = 0;
     long child;
 
     if (pause_path == NULL || pause_path[0] == '\0')
@@ -378,6 +476,8 @@ int pycrio_pause_spawn(const char *pause_path, const char *netns, const char *ip
     if (oom_score_adj < -1000 || oom_score_adj > 1000)
         return pycrio_err_set(err, EINVAL, "pause_spawn", "", "oom_score_adj %d out of range",
                               oom_score_adj);
+    if ((rc = check_ids(uid, gid, groups, ngroups, err)) < 0)
+        return rc;
     for (int i = 0; i < NNS; i++)
         if (ns[i] != NULL && ns[i][0] == '\0')
             ns[i] = NULL;
@@ -399,6 +499,7 @@ int pycrio_pause_spawn(const char *pause_path, const char *netns, const char *ip
     p.intermediate_stack = stacks + CHILD_STACK_SIZE;
     p.pause_stack = stacks + 2 * CHILD_STACK_SIZE;
 
+    dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     /* clone(), not fork(): no atfork handlers of the daemon's libraries, and (CLONE_VM) no copy
@@ -408,6 +509,7 @@ int pycrio_pause_spawn(const char *pause_path, const char *netns, const char *ip
         int saved = errno;
 
         pthread_sigmask(SIG_SETMASK, &old, NULL);
+        restore_dumpable(dumpable);
         close(p.sock);
         munmap(stacks, 2 * CHILD_STACK_SIZE);
         errno = saved;

@@ -280,6 +280,9 @@ def inotify_rm_watch(fd: int, wd: int) -> None:
 
 # The pause of a shared PID namespace, without runc (csrc/pause_spawn.c).
 
+PAUSE_ID = 65535  # the pause's uid and gid when the pod names none: the Kubernetes pause image's user
+MAX_ID = 2**32 - 2  # (uid_t)-1 is "no change" to setresuid(2), never an id
+
 
 def pause_spawn(
     pause_path: str | os.PathLike[str],
@@ -288,22 +291,32 @@ def pause_spawn(
     utsns: str | os.PathLike[str] | None = None,
     oom_score_adj: int = 0,
     cgroup_files: Sequence[str | os.PathLike[str]] = (),
+    uid: int = PAUSE_ID,
+    gid: int = PAUSE_ID,
+    groups: Sequence[int] = (),
 ) -> int:
     """Start pause_path as PID 1 of a new PID namespace joined to the pinned ns files given; its host pid.
 
-    It runs without capabilities, with no_new_privs, in an empty root of its own, and is not
-    this process's child (the caller does not reap it). It joins the cgroups itself by writing
-    "0" to each of cgroup_files (v1 "<dir>/tasks", v2 "<dir>/cgroup.procs"; the directories
-    must exist). Runs without the GIL.
+    It runs as uid:gid with exactly the supplementary groups given (default 65535:65535 and
+    none, the Kubernetes pause image's user), without capabilities, with no_new_privs, in an
+    empty root of its own, and is not this process's child (the caller does not reap it). It
+    joins the cgroups itself by writing "0" to each of cgroup_files (v1 "<dir>/tasks", v2
+    "<dir>/cgroup.procs"; the directories must exist). An id outside 0..MAX_ID is a ValueError.
+    Runs without the GIL.
     """
 
     def opt(path: str | os.PathLike[str] | None) -> Any:
         return ffi.NULL if path is None else _path(path)
 
+    for what, value in (("uid", uid), ("gid", gid), *(("supplementary group", g) for g in groups)):
+        if not 0 <= value <= MAX_ID:
+            raise ValueError(f"pause {what} {value} is out of range (0 to {MAX_ID})")
     files, keep = _cstrings(cgroup_files)
+    group_array = ffi.new("unsigned int[]", list(groups)) if groups else ffi.NULL
     err = new_err()
-    rc = lib.pycrio_pause_spawn(_path(pause_path), opt(netns), opt(ipcns), opt(utsns), oom_score_adj, files, err)
-    del keep
+    paths = (_path(pause_path), opt(netns), opt(ipcns), opt(utsns))
+    rc = lib.pycrio_pause_spawn(*paths, oom_score_adj, files, uid, gid, group_array, len(groups), err)
+    del keep, group_array
     return check(rc, err)
 
 

@@ -2,7 +2,8 @@
 
 No pause image is pulled: a pod that shares one PID namespace gets pycrio-pause as PID 1 of
 that namespace, started directly (native.pause_spawn: no runc, no monitor; its own empty root,
-no capabilities) and placed in the pod's cgroup <cgroup_parent>/pycrio-<pod id> here.
+no capabilities, as the pod's run_as_user/run_as_group/supplemental_groups, else 65535:65535)
+and placed in the pod's cgroup <cgroup_parent>/pycrio-<pod id> here.
 Every step of create is undone if a later one fails.
 """
 
@@ -27,6 +28,7 @@ from pycrio.network import NetworkBackend, PodInfo
 from pycrio.oci import OCIRuntime
 from pycrio.paths import helper_binary
 from pycrio.spec_resources import cgroup_version, cgroups_path, oom_score_adj
+from pycrio.spec_user import check_id
 
 logger = logging.getLogger("pycrio.sandbox")
 
@@ -53,6 +55,27 @@ def namespace_modes(config: api_pb2.PodSandboxConfig) -> tuple[int, int, int]:
     """(network, pid, ipc) namespace modes of the pod (POD = 0 is the proto's default)."""
     opts = config.linux.security_context.namespace_options
     return opts.network, opts.pid, opts.ipc
+
+
+def pause_user(sc: api_pb2.LinuxSandboxSecurityContext) -> tuple[int, int, list[int]]:
+    """(uid, gid, supplementary groups) the pause runs as, as containerd runs its sandbox container.
+
+    Nothing set: the Kubernetes pause image's user 65535:65535. run_as_user alone: that uid
+    with gid 0 (the image has no etc/passwd to give a primary group, as for a container whose
+    uid is not listed). run_as_group alone is legal in a pod (the kubelet sends it for a
+    runAsGroup without runAsUser): uid 65535 with that gid. The groups are supplemental_groups,
+    none by default. An id out of range is InvalidArgument.
+    """
+    if sc.HasField("run_as_user"):
+        uid, gid = check_id(sc.run_as_user.value, "pod run_as_user"), 0
+    else:
+        uid, gid = native.PAUSE_ID, native.PAUSE_ID
+    if sc.HasField("run_as_group"):
+        gid = check_id(sc.run_as_group.value, "pod run_as_group")
+    groups = list(dict.fromkeys(check_id(g, "pod supplemental_groups entry") for g in sc.supplemental_groups))
+    if len(groups) > spec.NGROUPS_MAX:
+        raise InvalidArgument(f"pod: {len(groups)} supplemental_groups, setgroups(2) takes at most {spec.NGROUPS_MAX}")
+    return uid, gid, groups
 
 
 def resolv_conf(dns: api_pb2.DNSConfig) -> str:
@@ -84,6 +107,7 @@ class Sandbox:
         if pid_mode == api_pb2.TARGET:
             raise InvalidArgument("a pod sandbox cannot use the TARGET PID namespace mode")
         spec.check_user_namespace(config.linux.security_context.namespace_options, "pod")
+        pause_user(config.linux.security_context)  # ids checked before anything is made
         lsm.check_selinux(config.linux.security_context.selinux_options, "pod")
         if len(config.hostname.encode()) > HOST_NAME_MAX:
             raise InvalidArgument(f"hostname {config.hostname!r} is longer than {HOST_NAME_MAX} bytes")
@@ -205,8 +229,9 @@ class Sandbox:
             # daemon's cgroup (it uses next to nothing); the containers get their scopes from runc.
             logger.warning("pod %s: cgroup_manager systemd: the pause stays in the daemon's cgroup", pod_id[:12])
         namespaces = (facts.get("netns"), facts.get("ipcns"), facts.get("utsns"))
+        user = pause_user(config.linux.security_context)
         # One trip to a worker thread for both steps: each hop costs a loop wake-up.
-        pid, facts["pause_cgroups"], phases = await asyncio.to_thread(_spawn_pause, cgroup, namespaces, adj)
+        pid, facts["pause_cgroups"], phases = await asyncio.to_thread(_spawn_pause, cgroup, namespaces, adj, user)
         timings.update(phases)
         facts["pause_pid"] = pid
         facts["pause_start"] = procs.start_ticks(pid)
@@ -353,16 +378,23 @@ def _mkdir_cgroup(path: str) -> None:
 
 
 def _spawn_pause(
-    cgroup: str | None, namespaces: tuple[str | None, str | None, str | None], adj: int
+    cgroup: str | None,
+    namespaces: tuple[str | None, str | None, str | None],
+    adj: int,
+    user: tuple[int, int, list[int]],
 ) -> tuple[int, list[str], dict[str, float]]:
     """The pause's cgroup made in every hierarchy (cgroup None: none), then the pause started in
-    it: (pid, cgroup dirs, phase timings). The dirs are removed again when the spawn fails."""
+    it as user (uid, gid, groups): (pid, cgroup dirs, phase timings). The dirs are removed again
+    when the spawn fails."""
     t = time.monotonic()
     dirs = _make_cgroups(cgroup) if cgroup is not None else []
     made = time.monotonic()
     join = "cgroup.procs" if cgroup_version() == 2 else "tasks"  # the pause writes "0" to it itself
     try:
-        pid = native.pause_spawn(helper_binary("pycrio-pause"), *namespaces, adj, [os.path.join(d, join) for d in dirs])
+        uid, gid, groups = user
+        files = [os.path.join(d, join) for d in dirs]
+        pause = helper_binary("pycrio-pause")
+        pid = native.pause_spawn(pause, *namespaces, adj, files, uid=uid, gid=gid, groups=groups)
     except BaseException:
         with contextlib.suppress(OSError):
             _remove_cgroups(dirs)

@@ -267,3 +267,134 @@ def test_a_cgroup_it_cannot_join_is_named(tmpdir_short):
         native.pause_spawn(PAUSE, cgroup_files=[missing])
     assert info.value.filename == missing
     assert _pauses() == before
+
+
+def _ids(status: dict[str, str]) -> tuple[list[int], list[int], list[int]]:
+    """(Uid, Gid, Groups) of a /proc/<pid>/status: real, effective, saved, fs ids; the groups."""
+    return (
+        [int(v) for v in status["Uid"].split()],
+        [int(v) for v in status["Gid"].split()],
+        [int(v) for v in status["Groups"].split()],
+    )
+
+
+def _assert_unprivileged(status: dict[str, str]) -> None:
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[field], 16) == 0, field
+    assert status["NoNewPrivs"] == "1"
+
+
+def test_runs_as_65535_with_no_groups_by_default(spawn):
+    status = _status(spawn())
+    assert _ids(status) == ([65535] * 4, [65535] * 4, [])
+    _assert_unprivileged(status)
+
+
+@pytest.mark.parametrize(
+    "uid,gid,groups",
+    [
+        (1234, 5678, [42]),
+        (1234, 5678, [9, 42, 7]),
+        (0, 0, []),
+        (0, 5678, [0, 1]),
+        (4294967294, 4294967294, [4294967294]),
+    ],
+    ids=["user-group-one", "several-groups", "root", "root-other-gid", "largest"],
+)
+def test_runs_as_the_user_given(spawn, uid, gid, groups):
+    status = _status(spawn(uid=uid, gid=gid, groups=groups))
+    assert _ids(status) == ([uid] * 4, [gid] * 4, sorted(groups))  # the kernel sorts the groups
+    _assert_unprivileged(status)  # uid 0 too: capset(0) after setresuid
+    assert status["NSpid"].split()[-1] == "1"
+
+
+def test_the_calling_process_stays_dumpable(spawn):
+    """The uid change marks the memory the child shares with the caller non-dumpable; the caller's flag is put back."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_get_dumpable = 3
+    before = prctl(pr_get_dumpable, 0, 0, 0, 0)
+    spawn(uid=1234, gid=5678, groups=[42])
+    assert prctl(pr_get_dumpable, 0, 0, 0, 0) == before
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"uid": -1}, {"gid": -1}, {"uid": 2**32 - 1}, {"gid": 2**32}, {"groups": [42, -5]}, {"groups": [2**32 - 1]}],
+    ids=["uid-negative", "gid-negative", "uid-minus-one", "gid-too-big", "group-negative", "group-minus-one"],
+)
+def test_invalid_ids_are_refused_before_anything_starts(kwargs):
+    before = _pauses()
+    with pytest.raises(ValueError, match="out of range"):
+        native.pause_spawn(PAUSE, **kwargs)
+    assert _pauses() == before
+
+
+def test_the_c_function_refuses_minus_one_and_too_many_groups():
+    """The C side checks too: (uid_t)-1 means "no change" to setresuid(2), and setgroups takes 65536 at most."""
+    from pycrio._native import ffi, lib
+
+    path = PAUSE.encode()
+    cases = [
+        (2**32 - 1, 0, ffi.NULL, 0),
+        (0, 2**32 - 1, ffi.NULL, 0),
+        (0, 0, ffi.new("unsigned int[]", [1, 2**32 - 1]), 2),
+        (0, 0, ffi.new("unsigned int[]", 65537), 65537),
+        (0, 0, ffi.NULL, -1),
+        (0, 0, ffi.NULL, 1),
+    ]
+    for uid, gid, groups, n in cases:
+        err = native.new_err()
+        rc = lib.pycrio_pause_spawn(path, ffi.NULL, ffi.NULL, ffi.NULL, 0, ffi.NULL, uid, gid, groups, n, err)
+        assert rc == -errno.EINVAL, (uid, gid, n)
+        assert ffi.string(err.step) == b"pause_spawn"
+
+
+_WITHOUT_CAP = """
+import ctypes, json, sys
+from pycrio import native
+from pycrio.paths import helper_binary
+
+class Header(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+class Data(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+libc = ctypes.CDLL(None, use_errno=True)
+header, data = Header(0x20080522, 0), (Data * 2)()
+assert libc.capget(ctypes.byref(header), data) == 0
+cap = int(sys.argv[1])
+data[cap // 32].effective &= ~(1 << (cap % 32))
+data[cap // 32].permitted &= ~(1 << (cap % 32))
+assert libc.capset(ctypes.byref(header), data) == 0
+try:
+    pid = native.pause_spawn(helper_binary("pycrio-pause"), uid=1234, gid=5678, groups=[42])
+except native.NativeError as e:
+    print(json.dumps({"errno": e.errno, "step": e.step, "message": str(e)}))
+else:
+    print(json.dumps({"pid": pid}))
+"""
+
+
+@pytest.mark.parametrize(
+    "cap,step,named",
+    [(6, "setgroups", "1 supplementary groups, the first 42"), (7, "setresuid", "setresuid(1234)")],
+    ids=["no-CAP_SETGID", "no-CAP_SETUID"],
+)
+def test_a_failing_id_change_is_named_and_leaves_no_pause(cap, step, named):
+    """A caller without CAP_SETGID / CAP_SETUID: the pause cannot change ids, and the step and ids are named."""
+    import json
+    import subprocess
+    import sys
+
+    before = _pauses()
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_CAP, str(cap)], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    if "pid" in result:
+        _kill(result["pid"])
+        pytest.fail(f"the pause started without capability {cap}")
+    assert result["errno"] == errno.EPERM and result["step"] == step
+    assert named in result["message"], result["message"]
+    assert _pauses() == before
