@@ -1,6 +1,7 @@
 /* pause_spawn.c: pycrio_pause_spawn; the process dance is drawn in include/pause_spawn.h. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/capability.h>
 #include <sched.h>
 #include <signal.h>
@@ -437,8 +438,14 @@ static int check_ids(unsigned int uid, unsigned int gid, const unsigned int *gro
 }
 
 /* The uid change in the pause marks the memory it shares with the daemon (CLONE_VM) non-dumpable
- * (see pause_main); once it has exec'd, this puts the daemon back as it was.  Two spawns racing
- * may leave it non-dumpable (one reads the other's change): no core dumps, nothing else. */
+ * (see pause_main); once it has exec'd, this puts the daemon back as it was.
+ *
+ * Spawns are serialised by spawn_lock: a restore by one spawn while another's child ran with a
+ * new uid and the shared memory would make that child traceable by the new uid (its memory the
+ * daemon's) until it execs.  The lock is process-wide because the flag is: it belongs to the
+ * memory, not to a call. */
+static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void restore_dumpable(int before)
 {
     if ((CHILD_CLONE_FLAGS & CLONE_VM) && before == 1 && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1)
@@ -499,6 +506,7 @@ int pycrio_pause_spawn(const char *pause_path, const char *netns, const char *ip
     p.intermediate_stack = stacks + CHILD_STACK_SIZE;
     p.pause_stack = stacks + 2 * CHILD_STACK_SIZE;
 
+    pthread_mutex_lock(&spawn_lock);
     dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -510,6 +518,7 @@ int pycrio_pause_spawn(const char *pause_path, const char *netns, const char *ip
 
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         restore_dumpable(dumpable);
+        pthread_mutex_unlock(&spawn_lock);
         close(p.sock);
         munmap(stacks, 2 * CHILD_STACK_SIZE);
         errno = saved;
