@@ -157,6 +157,7 @@ int pycrio_extract_layer(int in_fd, int tee_fd, const char *dest_dir, int compre
     if (c->root_fd < 0)
         return pycrio_err_set(err, errno, "open", dest_dir, "opening the destination %s: %s",
                               dest_dir, strerror(errno));
+    xentry_fast_init(c);
     if ((rc = xstream_open(c, in_fd, tee_fd, compression, flags & PYCRIO_EXTRACT_NO_ISAL)) < 0 ||
         (rc = extract_entries(c)) < 0)
         return rc;

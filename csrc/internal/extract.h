@@ -120,6 +120,10 @@ struct xctx {
     struct pycrio_extract_stats *stats;
     struct pycrio_err *err;
     const char *entry; /* tar path of the entry being extracted, for messages; NULL if none */
+    /* The fast path for plain root:root files (xentry_fast_init): */
+    int umask;       /* the process's umask; -1: unknown, no fast path */
+    bool root_owner; /* files are created root:root (euid and egid 0) */
+    bool sgid_dirs;  /* a set-group-ID directory is in the tree: new files may get its group */
 };
 
 /* Fill c->err naming the current entry; returns -errnum. */
@@ -178,6 +182,8 @@ int xpath_resolve_dir(struct xctx *c, const char *path);
 void xpath_invalidate(struct xctx *c);
 
 /* ---- extract_entry.c ---- */
+/* Learn what the fast path for plain root:root files needs (umask, ids, the root's mode). */
+void xentry_fast_init(struct xctx *c);
 int xentry_extract(struct xctx *c);
 /* Make room for a new non-directory at (dirfd, name): remove what is there.  0 or -errno. */
 int xentry_remove(struct xctx *c, int dirfd, const char *name);

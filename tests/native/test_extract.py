@@ -86,6 +86,48 @@ def test_every_entry_type(layout, extract, resolver, fmt):
     assert os.path.getsize(p(layout, "d/contig")) == 700
 
 
+def test_root_files_get_their_exact_mode_and_owner_whatever_the_umask(layout, extract):
+    """Plain root:root files are created with their mode at once (no fchown/fchmod) only when the
+    umask keeps every bit; the others still get exactly what the layer says."""
+    modes = {"plain": 0o644, "exec": 0o755, "private": 0o600, "group-w": 0o664, "world-w": 0o666, "none": 0o000}
+    data = build(tarfile.PAX_FORMAT, *[file(name, b"x", mode=mode) for name, mode in modes.items()])
+    old = os.umask(0o027)  # strips bits from 0644 and 0755 too: the fast path must not apply to them
+    try:
+        extract(data)
+    finally:
+        os.umask(old)
+    for name, mode in modes.items():
+        st = os.lstat(p(layout, name))
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, mode), name
+
+
+def test_root_files_under_a_setgid_directory_keep_group_0(layout, extract):
+    """A set-group-ID directory gives new files its group: they must be chowned back to 0."""
+    data = build(
+        tarfile.PAX_FORMAT,
+        file("before", b"x"),
+        info("shared", tarfile.DIRTYPE, mode=0o2775, gid=4242),
+        file("shared/f", b"x"),
+        info("shared/sub", tarfile.DIRTYPE, mode=0o755),
+        file("shared/sub/g", b"x", mode=0o600),
+        file("after", b"x"),
+    )
+    extract(data)
+    assert stat.S_IMODE(os.lstat(p(layout, "shared")).st_mode) == 0o2775
+    for name in ("before", "shared/f", "shared/sub/g", "after"):
+        st = os.lstat(p(layout, name))
+        assert (st.st_uid, st.st_gid) == (0, 0), name
+
+
+def test_a_setgid_destination_is_noticed(layout, extract):
+    os.chown(layout.dest, 0, 4242)
+    os.chmod(layout.dest, 0o2755)
+    extract(build(tarfile.PAX_FORMAT, file("f", b"x"), info("d", tarfile.DIRTYPE, mode=0o755), file("d/g", b"x")))
+    for name in ("f", "d/g"):
+        st = os.lstat(p(layout, name))
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644), name
+
+
 def test_ownership_and_special_mode_bits(layout, extract):
     ids = {"uid": 1234, "gid": 5678}
     data = build(
