@@ -322,16 +322,28 @@ class Lifecycle:
         async with self._locks[c.id]:
             pod = self.find_pod(c.pod_id)
             runtime = self.runtime(pod.runtime_handler)
+            timings: dict[str, float] = {}
+            t = time.monotonic()
             if c.state in ("created", "running"):
                 await self.containers_ops.kill_all(c, runtime)
+                timings["kill"] = time.monotonic() - t
             deleting = self._deleting.pop(c.id, None)
             if deleting is not None:
+                t = time.monotonic()
                 with contextlib.suppress(Exception):  # on failure cleanup() deletes again
                     await deleting
+                timings["runtime delete (started at exit)"] = time.monotonic() - t
                 c = self.find_container(c.id)
+            t = time.monotonic()
             await self.containers_ops.cleanup(c.id, c.facts, runtime)
+            timings["cleanup"] = time.monotonic() - t
+            t = time.monotonic()
             self.store.delete_container(c.id)
+            timings["record"] = time.monotonic() - t
             self._emit(api_pb2.CONTAINER_DELETED_EVENT, c)
+            if logger.isEnabledFor(logging.DEBUG):
+                phases = ", ".join(f"{k} {v * 1000:.2f} ms" for k, v in timings.items())
+                logger.debug("container %s removed: %s", c.id[:12], phases)
         self._locks.pop(c.id, None)
         self._exited.pop(c.id, None)
         self.watcher.forget(c.id)
