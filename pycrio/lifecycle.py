@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from pycrio import monitor, procs, spec, spec_devices, spec_resources, volumes
+from pycrio import monitor, pod_cgroup, procs, spec, spec_devices, spec_resources, volumes
 from pycrio.config import Config
 from pycrio.container import ContainerOps
 from pycrio.cri import api_pb2
@@ -190,6 +190,35 @@ class Lifecycle:
             pod.state = "notready"
             self.store.update_pod(pod)
         logger.info("pod %s stopped", pod.id[:12])
+
+    async def update_pod_resources(
+        self,
+        pod_id: str,
+        overhead: api_pb2.LinuxContainerResources | None,
+        resources: api_pb2.LinuxContainerResources | None,
+    ) -> None:
+        """UpdatePodSandboxResources: the pod's new resources and overhead (None: unchanged) are
+        recorded, and written to the pod cgroup when pycrio made it (pod_cgroup.update). A cgroup
+        the kubelet made is the kubelet's: it has resized it itself before this call."""
+        pod = self.find_pod(pod_id)
+        async with self._locks[pod.id]:
+            linux = api_pb2.LinuxPodSandboxConfig()
+            linux.CopyFrom(pod.config.linux)
+            if overhead is not None:
+                linux.overhead.CopyFrom(overhead)
+            if resources is not None:
+                linux.resources.CopyFrom(resources)
+            version = self.runtime_facts.cgroup_version
+            pod_cgroup.pod_limits(linux.resources, linux.overhead, version)  # InvalidArgument before any change
+            record = pod.facts.get("pod_cgroup")
+            if record:
+                pod.facts["pod_cgroup"] = await asyncio.to_thread(pod_cgroup.update, record, linux, version)
+                self.store.update_pod(pod)
+            pod.config.linux.CopyFrom(linux)
+            self.store.update_pod_config(pod)
+            logger.info(
+                "pod %s resources updated%s", pod.id[:12], "" if record else " (recorded: the cgroup is the kubelet's)"
+            )
 
     async def remove_pod(self, pod_id: str) -> None:
         try:

@@ -319,6 +319,8 @@ def _write(path: str, value: str, fields: str) -> None:
     except OSError as e:
         if e.errno in (errno.EINVAL, errno.ERANGE, errno.EOVERFLOW):
             raise InvalidArgument(f"{fields}: {path} refused {value!r} ({os.strerror(e.errno)})") from e
+        if e.errno == errno.EBUSY:  # e.g. a memory limit below what the pod uses now
+            raise FailedPrecondition(f"{fields}: {path} refused {value!r} now ({os.strerror(e.errno)})") from e
         raise
 
 
@@ -370,6 +372,31 @@ def make(p: Plan) -> None:
                 os.rmdir(directory)
         raise
     logger.info("pod cgroup %s made: %s", p.cgroup, ", ".join(f"{n}={v}" for _, n, v, _ in p.writes) or "no limits")
+
+
+def update(record: dict[str, Any], linux: api_pb2.LinuxPodSandboxConfig, version: int) -> dict[str, Any]:
+    """UpdatePodSandboxResources: the new resources + overhead written to the pod cgroup pycrio made
+    (record: facts["pod_cgroup"]); a memory limit or CPU quota no longer asked for is lifted. The
+    record, updated. InvalidArgument before anything is written when the values are absurd."""
+    limits = pod_limits(linux.resources, linux.overhead, version)
+    writes = settings(limits, version)
+    if limits.memory is None:
+        writes.insert(0, ("memory", "memory.max" if version == 2 else "memory.limit_in_bytes",
+                          "max" if version == 2 else "-1", "linux.resources.memory_limit_in_bytes"))  # fmt: skip
+    if limits.cpu_quota is None:
+        unlimited = ("cpu", "cpu.max", "max", "") if version == 2 else ("cpu", "cpu.cfs_quota_us", "-1", "")
+        writes.insert(0, (*unlimited[:3], "linux.resources.cpu_quota"))
+    tops = hierarchies(version)
+    for controller, name, value, fields in writes:
+        top = _controller_dir(tops, controller, version)
+        if top is None:
+            if value in ("0", "-1", "max"):  # no limit needs no controller
+                continue
+            raise FailedPrecondition(f"pod cgroup {record['path']}: no {controller} controller (for {fields})")
+        _write(os.path.join(top + record["path"], name), value, fields)
+    logger.info("pod cgroup %s updated: %s", record["path"], ", ".join(f"{n}={v}" for _, n, v, _ in writes))
+    limits_record = {k: v for k, v in asdict(limits).items() if v not in (None, "", {})}
+    return dict(record, limits=limits_record, files={name: value for _, name, value, _ in writes})
 
 
 def _rmdir(directory: str, deadline: float) -> bool:

@@ -66,6 +66,11 @@ class RuntimeStore:
                 "UPDATE pods SET state = ?, facts = ? WHERE id = ?", (pod.state, json.dumps(pod.facts), pod.id)
             )
 
+    def update_pod_config(self, pod: PodRecord) -> None:
+        """The pod's config as stored (UpdatePodSandboxResources changes its resources and overhead)."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE pods SET config = ? WHERE id = ?", (pod.config.SerializeToString(), pod.id))
+
     def delete_pod(self, pod_id: str) -> None:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM pods WHERE id = ?", (pod_id,))

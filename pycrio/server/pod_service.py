@@ -34,6 +34,14 @@ class PodServicer:
         await self.lifecycle.remove_pod(request.pod_sandbox_id)
         return api_pb2.RemovePodSandboxResponse()
 
+    async def UpdatePodSandboxResources(self, request, context):
+        await self.lifecycle.update_pod_resources(
+            request.pod_sandbox_id,
+            request.overhead if request.HasField("overhead") else None,
+            request.resources if request.HasField("resources") else None,
+        )
+        return api_pb2.UpdatePodSandboxResourcesResponse()
+
     async def PodSandboxStatus(self, request, context):
         pod = self.lifecycle.find_pod(request.pod_sandbox_id)
         status = pod_status(pod)

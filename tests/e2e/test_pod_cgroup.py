@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from pycrio.cri import api_pb2
-from pycrio.pod_cgroup import hierarchies
+from pycrio.pod_cgroup import hierarchies, inherit_cpuset
 from pycrio.spec_resources import cgroup_version
 from tests.e2e.test_pods import node  # noqa: F401 - the fixture
 
@@ -228,3 +228,65 @@ def test_wipe_removes_the_pod_cgroup(node):  # noqa: F811
     assert out.returncode == 0, out.stderr
     assert f"removed pod cgroup {parent}" in out.stdout
     assert not present(parent)
+
+
+def test_update_pod_sandbox_resources(node, tmpdir_short):  # noqa: F811
+    """UpdatePodSandboxResources rewrites the limits of a pod cgroup pycrio made (a lifted limit is
+    lifted), only records them for one the kubelet made, and refuses absurd values and unknown
+    pods without changing anything."""
+    made_parent = f"{node.cgroup_base}/update-made"
+    pod = run_pod(node, made_parent, RESOURCES, OVERHEAD)
+    assert memory_limit(made_parent) == 48 * MiB
+    bigger = api_pb2.LinuxContainerResources(memory_limit_in_bytes=64 * MiB, cpu_quota=80000, cpu_period=100000)
+    node.rt.UpdatePodSandboxResources(api_pb2.UpdatePodSandboxResourcesRequest(pod_sandbox_id=pod, resources=bigger))
+    assert memory_limit(made_parent) == 80 * MiB  # 64 + the overhead's 16
+    if VERSION == 1:
+        assert read(cgroup_file(made_parent, "cpu", "cpu.cfs_quota_us", "cpu.max")) == "90000"  # 80000 + 10000
+    info = json.loads(
+        node.rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)).info["info"]
+    )
+    assert info["podResources"]["resources"]["memory_limit_in_bytes"] == str(64 * MiB)
+    assert info["podResources"]["podCgroup"]["limits"]["memory"] == 80 * MiB
+    # No memory limit any more: lifted, not left at the old value.
+    cpu_only = api_pb2.LinuxContainerResources(cpu_quota=80000, cpu_period=100000)
+    node.rt.UpdatePodSandboxResources(api_pb2.UpdatePodSandboxResourcesRequest(pod_sandbox_id=pod, resources=cpu_only))
+    assert memory_limit(made_parent) > 1 << 40
+    with pytest.raises(grpc.RpcError) as e:
+        absurd = api_pb2.LinuxContainerResources(memory_limit_in_bytes=-5)
+        node.rt.UpdatePodSandboxResources(
+            api_pb2.UpdatePodSandboxResourcesRequest(pod_sandbox_id=pod, resources=absurd)
+        )
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "memory_limit_in_bytes" in e.value.details()
+    assert memory_limit(made_parent) > 1 << 40
+    with pytest.raises(grpc.RpcError) as e:
+        node.rt.UpdatePodSandboxResources(api_pb2.UpdatePodSandboxResourcesRequest(pod_sandbox_id="nope" * 4))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    remove_pod(node, pod)
+    assert present(made_parent) == []
+
+    # A parent the kubelet made: its limit is the kubelet's; the call only records the values.
+    theirs = f"{node.cgroup_base}/update-theirs"
+    dirs = [top + theirs for top in hierarchies(VERSION)]
+    for d in dirs:
+        os.makedirs(d, exist_ok=True)
+        inherit_cpuset(os.path.dirname(d))
+        inherit_cpuset(d)
+    try:
+        limit_file = cgroup_file(theirs, "memory", "memory.limit_in_bytes", "memory.max")
+        with open(limit_file, "w") as f:
+            f.write(str(100 * MiB))
+        pod = run_pod(node, theirs, RESOURCES, OVERHEAD)
+        node.rt.UpdatePodSandboxResources(
+            api_pb2.UpdatePodSandboxResourcesRequest(pod_sandbox_id=pod, resources=bigger)
+        )
+        assert memory_limit(theirs) == 100 * MiB
+        info = json.loads(
+            node.rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)).info["info"]
+        )
+        assert info["podResources"]["resources"]["memory_limit_in_bytes"] == str(64 * MiB)
+        assert info["podResources"]["podCgroup"] is None
+        remove_pod(node, pod)
+    finally:
+        for d in reversed(sorted(dirs)):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)

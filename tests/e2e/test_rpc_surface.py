@@ -37,6 +37,7 @@ IMPLEMENTED = {
     "PortForward",
     "ReopenContainerLog",
     "UpdateContainerResources",
+    "UpdatePodSandboxResources",
     "GetContainerEvents",
     "ContainerStats",
     "ListContainerStats",
