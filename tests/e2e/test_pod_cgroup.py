@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from pycrio.cri import api_pb2
-from pycrio.pod_cgroup import hierarchies, inherit_cpuset
+from pycrio.pod_cgroup import hierarchies
 from pycrio.spec_resources import cgroup_version
 from tests.e2e.test_pods import node  # noqa: F401 - the fixture
 
@@ -266,15 +266,7 @@ def test_update_pod_sandbox_resources(node, tmpdir_short):  # noqa: F811
 
     # A parent the kubelet made: its limit is the kubelet's; the call only records the values.
     theirs = f"{node.cgroup_base}/update-theirs"
-    dirs = [top + theirs for top in hierarchies(VERSION)]
-    for d in dirs:
-        os.makedirs(d, exist_ok=True)
-        inherit_cpuset(os.path.dirname(d))
-        inherit_cpuset(d)
-    try:
-        limit_file = cgroup_file(theirs, "memory", "memory.limit_in_bytes", "memory.max")
-        with open(limit_file, "w") as f:
-            f.write(str(100 * MiB))
+    with made_by_the_test(theirs, 100 * MiB):
         pod = run_pod(node, theirs, RESOURCES, OVERHEAD)
         node.rt.UpdatePodSandboxResources(
             api_pb2.UpdatePodSandboxResourcesRequest(pod_sandbox_id=pod, resources=bigger)
@@ -286,7 +278,3 @@ def test_update_pod_sandbox_resources(node, tmpdir_short):  # noqa: F811
         assert info["podResources"]["resources"]["memory_limit_in_bytes"] == str(64 * MiB)
         assert info["podResources"]["podCgroup"] is None
         remove_pod(node, pod)
-    finally:
-        for d in reversed(sorted(dirs)):
-            with contextlib.suppress(OSError):
-                os.rmdir(d)
