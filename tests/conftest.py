@@ -64,8 +64,12 @@ def _cgroups() -> set[str]:
 
 def remove_test_cgroups() -> None:
     """rmdir the (empty) pod cgroup parents that runc created for test pods, deepest first (with
-    SHARED_HOST only those of this session's daemons: another session's may be in the making)."""
+    SHARED_HOST only those of this session's daemons: another session's may be in the making),
+    and, without SHARED_HOST, pycrio's empty default parent /pycrio."""
     for controller in os.listdir("/sys/fs/cgroup"):
+        if not SHARED_HOST:  # pycrio's default parent, for pods without one: shared, so left by the daemons
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join("/sys/fs/cgroup", controller, "pycrio"))
         base = os.path.join("/sys/fs/cgroup", controller, "pycrio-tests")
         if not os.path.isdir(base):
             continue
