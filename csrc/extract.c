@@ -103,13 +103,7 @@ static int check_args(struct xctx *c, int in_fd, const char *dest_dir, int compr
 {
     if (dest_dir == NULL || dest_dir[0] == '\0')
         return xfail(c, EINVAL, "extract", "empty destination directory");
-    if (in_fd < 0 || stats == NULL)
-        return xfail(c, EINVAL, "extract", "invalid input fd %d or no stats", in_fd);
-    if (compression < PYCRIO_COMPRESSION_AUTO || compression > PYCRIO_COMPRESSION_ZSTD)
-        return xfail(c, EINVAL, "extract", "unknown compression %d", compression);
-    if (flags & ~KNOWN_FLAGS)
-        return xfail(c, EINVAL, "extract", "unknown flags 0x%x", (unsigned)flags);
-    return 0;
+    return xstream_check_args(c, "extract", in_fd, compression, flags & ~KNOWN_FLAGS, stats);
 }
 
 static int extract_entries(struct xctx *c)

@@ -26,12 +26,9 @@ int pycrio_decompress_discard(int in_fd, int compression, int flags,
     c->root_fd = -1;
     c->err = err;
     c->stats = stats;
-    if (in_fd < 0 || stats == NULL)
-        return xfail(c, EINVAL, "decompress", "invalid input fd %d or no stats", in_fd);
-    if (compression < PYCRIO_COMPRESSION_AUTO || compression > PYCRIO_COMPRESSION_ZSTD)
-        return xfail(c, EINVAL, "decompress", "unknown compression %d", compression);
-    if (flags & ~PYCRIO_EXTRACT_NO_ISAL)
-        return xfail(c, EINVAL, "decompress", "unknown flags 0x%x", (unsigned)flags);
+    if ((rc = xstream_check_args(c, "decompress", in_fd, compression,
+                                 flags & ~PYCRIO_EXTRACT_NO_ISAL, stats)) < 0)
+        return rc;
     memset(stats, 0, sizeof(*stats));
     c->s.no_digests = true;
     if ((rc = xstream_open(c, in_fd, -1, compression, flags & PYCRIO_EXTRACT_NO_ISAL)) < 0 ||

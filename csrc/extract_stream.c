@@ -96,6 +96,18 @@ void xbig_free(void *p, size_t size)
         munmap(p, size);
 }
 
+int xstream_check_args(struct xctx *c, const char *step, int in_fd, int compression,
+                       int unknown_flags, const struct pycrio_extract_stats *stats)
+{
+    if (in_fd < 0 || stats == NULL)
+        return xfail(c, EINVAL, step, "invalid input fd %d or no stats", in_fd);
+    if (compression < PYCRIO_COMPRESSION_AUTO || compression > PYCRIO_COMPRESSION_ZSTD)
+        return xfail(c, EINVAL, step, "unknown compression %d", compression);
+    if (unknown_flags)
+        return xfail(c, EINVAL, step, "unknown flags 0x%x", (unsigned)unknown_flags);
+    return 0;
+}
+
 int xstream_open(struct xctx *c, int in_fd, int tee_fd, int compression, bool no_isal)
 {
     struct xstream *s = &c->s;

@@ -137,6 +137,10 @@ int xfail_sys(struct xctx *c, int errnum, const char *step, const char *what);
  * would keep them in the (per-thread) arena after free, resident in the daemon for good. */
 void *xbig_alloc(size_t size);
 void xbig_free(void *p, size_t size);
+/* The arguments every entry point takes: in_fd, compression, flags (unknown_flags: the bits
+ * the caller does not know), stats; EINVAL naming step otherwise. */
+int xstream_check_args(struct xctx *c, const char *step, int in_fd, int compression,
+                       int unknown_flags, const struct pycrio_extract_stats *stats);
 int xstream_open(struct xctx *c, int in_fd, int tee_fd, int compression, bool no_isal);
 void xstream_close(struct xstream *s);
 /* Read more of in_fd into inbuf (hash, tee); returns bytes read, 0 at EOF, or -errno. */
