@@ -209,10 +209,10 @@ class Lifecycle:
             if resources is not None:
                 linux.resources.CopyFrom(resources)
             version = self.runtime_facts.cgroup_version
-            pod_cgroup.pod_limits(linux.resources, linux.overhead, version)  # InvalidArgument before any change
+            limits = pod_cgroup.pod_limits(linux.resources, linux.overhead, version)  # InvalidArgument first
             record = pod.facts.get("pod_cgroup")
             if record:
-                pod.facts["pod_cgroup"] = await asyncio.to_thread(pod_cgroup.update, record, linux, version)
+                pod.facts["pod_cgroup"] = await asyncio.to_thread(pod_cgroup.update, record, limits, version)
                 self.store.update_pod(pod)
             pod.config.linux.CopyFrom(linux)
             self.store.update_pod_config(pod)

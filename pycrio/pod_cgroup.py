@@ -374,11 +374,10 @@ def make(p: Plan) -> None:
     logger.info("pod cgroup %s made: %s", p.cgroup, ", ".join(f"{n}={v}" for _, n, v, _ in p.writes) or "no limits")
 
 
-def update(record: dict[str, Any], linux: api_pb2.LinuxPodSandboxConfig, version: int) -> dict[str, Any]:
-    """UpdatePodSandboxResources: the new resources + overhead written to the pod cgroup pycrio made
-    (record: facts["pod_cgroup"]); a memory limit or CPU quota no longer asked for is lifted. The
-    record, updated. InvalidArgument before anything is written when the values are absurd."""
-    limits = pod_limits(linux.resources, linux.overhead, version)
+def update(record: dict[str, Any], limits: PodLimits, version: int) -> dict[str, Any]:
+    """UpdatePodSandboxResources: the pod's new limits (pod_limits: resources + overhead) written to
+    the pod cgroup pycrio made (record: facts["pod_cgroup"]); a memory limit or CPU quota no longer
+    asked for is lifted. The record, updated."""
     writes = settings(limits, version)
     if limits.memory is None:
         writes.insert(0, ("memory", "memory.max" if version == 2 else "memory.limit_in_bytes",

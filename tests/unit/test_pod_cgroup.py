@@ -332,6 +332,11 @@ def test_write_maps_kernel_refusals(tmp_path):
     pod_cgroup._write(str(tmp_path / "nodir" / "hugetlb.3MB.limit_in_bytes"), "0", "hugepage_limits 3MB")  # fine
 
 
+def update(record, config, version):
+    """As Lifecycle.update_pod_resources runs it: the limits checked first, then written."""
+    return pod_cgroup.update(record, pod_limits(config.resources, config.overhead, version), version)
+
+
 def test_v2_update_rewrites_limits_and_lifts_the_ones_no_longer_asked(tmp_path, monkeypatch):
     root = str(tmp_path)
     monkeypatch.setattr(pod_cgroup, "CGROUP_ROOT", root)
@@ -339,16 +344,16 @@ def test_v2_update_rewrites_limits_and_lifts_the_ones_no_longer_asked(tmp_path, 
     os.makedirs(tmp_path / "a/pod")
     record = {"path": "/a/pod", "dirs": [f"{root}/a/pod"], "limits": {}, "files": {}}
     r = res(memory_limit_in_bytes=64 * MiB, cpu_quota=50000, cpu_shares=1024)
-    out = pod_cgroup.update(record, linux("/a/pod", r, res(memory_limit_in_bytes=16 * MiB)), 2)
+    out = update(record, linux("/a/pod", r, res(memory_limit_in_bytes=16 * MiB)), 2)
     assert (tmp_path / "a/pod/memory.max").read_text() == str(80 * MiB)
     assert (tmp_path / "a/pod/cpu.max").read_text() == "50000 100000"
     assert (tmp_path / "a/pod/cpu.weight").read_text() == "39"
     assert out["limits"]["memory"] == 80 * MiB and out["path"] == "/a/pod"
-    pod_cgroup.update(record, linux("/a/pod", res(cpu_shares=2)), 2)  # no memory limit, no quota now
+    update(record, linux("/a/pod", res(cpu_shares=2)), 2)  # no memory limit, no quota now
     assert (tmp_path / "a/pod/memory.max").read_text() == "max"
     assert (tmp_path / "a/pod/cpu.max").read_text() == "max"
     with pytest.raises(InvalidArgument, match="memory_limit_in_bytes"):
-        pod_cgroup.update(record, linux("/a/pod", res(memory_limit_in_bytes=-1)), 2)
+        update(record, linux("/a/pod", res(memory_limit_in_bytes=-1)), 2)
     assert (tmp_path / "a/pod/memory.max").read_text() == "max"  # nothing written
 
 
@@ -366,4 +371,4 @@ def test_update_maps_a_busy_memory_limit_to_failed_precondition(fake_v1, monkeyp
     monkeypatch.setattr(pod_cgroup, "open", refusing_open, raising=False)
     record = {"path": "/kube/pod1", "dirs": [], "limits": {}, "files": {}}
     with pytest.raises(FailedPrecondition, match="memory_limit_in_bytes"):
-        pod_cgroup.update(record, linux("/kube/pod1", res(memory_limit_in_bytes=8 * MiB)), 1)
+        update(record, linux("/kube/pod1", res(memory_limit_in_bytes=8 * MiB)), 1)
