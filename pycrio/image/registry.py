@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import hashlib
 import logging
 import re
@@ -390,6 +389,8 @@ class RegistryClient:
         if value.isdigit():
             delay = float(value)
         elif value:
+            import email.utils  # rare (an HTTP-date), and the email package costs ~1 MiB resident
+
             with contextlib.suppress(TypeError, ValueError):
                 delay = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
         return min(max(delay, 0.0), self.max_retry_after)

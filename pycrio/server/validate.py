@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
@@ -69,7 +71,8 @@ def check_message(msg: Message, where: str) -> None:
     """Enum values defined and strings within limits, recursively over the set fields."""
     for field, value in msg.ListFields():
         name = f"{where}.{field.name}"
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        # A map's value is a Mapping; asking the descriptor (GetOptions) would load descriptor_pb2 (~0.5 MiB).
+        if isinstance(value, Mapping):
             value_field = field.message_type.fields_by_name["value"]
             for key, item in value.items():
                 if len(key) > MAX_STRING_LENGTH:
