@@ -75,3 +75,28 @@ def test_string_limit_in_map_values():
     )
     with pytest.raises(InvalidArgument, match=r"annotations\['big'\]"):
         v.validate("RunPodSandbox", api_pb2.RunPodSandboxRequest(config=cfg))
+
+
+def test_long_map_key_is_refused():
+    cfg = api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name="p"), labels={"k" * (v.MAX_STRING_LENGTH + 1): "v"}
+    )
+    with pytest.raises(InvalidArgument, match=r"config\.labels: a key longer than"):
+        v.validate("RunPodSandbox", api_pb2.RunPodSandboxRequest(config=cfg))
+
+
+def test_validation_does_not_load_descriptor_pb2():
+    """Maps are found by their value's type; descriptor options would load descriptor.proto (~0.5 MiB)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pycrio.cri import api_pb2\n"
+        "from pycrio.server import validate\n"
+        "cfg = api_pb2.PodSandboxConfig(metadata=api_pb2.PodSandboxMetadata(name='p'), labels={'a': 'b'})\n"
+        "validate.validate('RunPodSandbox', api_pb2.RunPodSandboxRequest(config=cfg))\n"
+        "print('google.protobuf.descriptor_pb2' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
