@@ -18,7 +18,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 
 # Headers fed to cdef, in this order: err.h first, every later header uses it.
-CDEF_HEADERS = ["err.h", "fs.h", "extract.h", "ns.h", "mount.h", "inotify.h", "pause_spawn.h", "netns_socket.h"]
+CDEF_HEADERS = ["err.h", "fs.h", "extract.h", "ns.h", "mount.h", "inotify.h", "pause_spawn.h", "netns_socket.h", "memory.h"]
 # C files linked into the extension module.
 EXTENSION_SOURCES = [
     "err.c",
@@ -37,6 +37,7 @@ EXTENSION_SOURCES = [
     "inotify.c",
     "pause_spawn.c",
     "netns_socket.c",
+    "memory.c",
 ]
 # Libraries of the extension: zlib and zstd (layers), libcrypto (SHA-256); ISA-L when present.
 EXTENSION_LIBRARIES = ["z", "zstd", "crypto"]

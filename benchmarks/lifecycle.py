@@ -25,7 +25,8 @@ Pod network (--network auto): pycrio has no pod network yet (pods get only lo). 
 reports NetworkReady=false (no CNI config), both runtimes run host-network pods (NODE);
 otherwise pod network (POD) for both. The mode is printed.
 
-Memory: VmRSS and Pss (smaps_rollup) of pycrio's daemon idle (after start + pull) and with --pods
+Memory: VmRSS and Pss (smaps_rollup) of pycrio's daemon idle (after start + pull, then IDLE_WAIT
+seconds without a call: pycrio trims its heap one second after its last RPC) and with --pods
 running pods of one `sleep` container each, of every pycrio-monitor then; of the peer's daemon
 (the process that owns the endpoint's socket) and its containerd-shim-runc-v2 processes.
 
@@ -93,6 +94,7 @@ VARIANTS = {  # name -> (pod pid mode, container pid mode, description)
 TARGET_RATIO = 1 / 3
 TARGET_RUNP_MS = 10.0
 TARGET_DAEMON_KB = 45 * 1024
+IDLE_WAIT = 2.0  # seconds without a call before the idle memory figure
 TARGET_MONITOR_KB = 1024
 RPC_TIMEOUT = 60
 
@@ -592,7 +594,7 @@ def main() -> int:
             started = time.perf_counter()
             r.img.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image)), timeout=120)
             print(f"{r.label}: pulled {image} in {(time.perf_counter() - started) * 1000:.0f} ms (untimed)")
-        time.sleep(0.5)
+        time.sleep(IDLE_WAIT)
         idle = {r.label: mem_kb(r.daemon_pid) for r in runtimes if r.daemon_pid}
 
         if args.network == "auto":

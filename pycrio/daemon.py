@@ -15,6 +15,7 @@ from pycrio import __version__, config, listen, log, native
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.errors import FailedPrecondition
+from pycrio.heap_trim import HeapTrimmer
 from pycrio.image.images import Images
 from pycrio.lifecycle import Lifecycle
 from pycrio.network import NetworkBackend, make_network
@@ -47,6 +48,7 @@ class Daemon:
         self.streaming: StreamingServer | None = None
         self.lock = listen.SocketLock(listen.socket_path(self.cfg.api.listen))
         self.stopped = asyncio.Event()
+        self.trimmer = HeapTrimmer()
 
     def prepare_dirs(self) -> None:
         for path, mode in (
@@ -77,8 +79,8 @@ class Daemon:
         services = api_pb2.DESCRIPTOR.services_by_name
         server.add_generic_rpc_handlers(
             [
-                generic_handler(services["RuntimeService"], servicers),
-                generic_handler(services["ImageService"], servicers),
+                generic_handler(services["RuntimeService"], servicers, self.trimmer),
+                generic_handler(services["ImageService"], servicers, self.trimmer),
             ]
         )
         return server
@@ -118,6 +120,7 @@ class Daemon:
         logger.info(
             "pycrio %s serving the CRI on %s (root %s, runroot %s)", __version__, path, self.cfg.root, self.cfg.runroot
         )
+        self.trimmer.trim()  # what configuration, recovery and imports freed
 
     async def stop(self) -> None:
         """Let in-flight RPCs finish for SHUTDOWN_GRACE seconds, cancel the rest, release the socket."""
@@ -126,6 +129,7 @@ class Daemon:
         logger.info("shutting down: in-flight requests get %.0f s", SHUTDOWN_GRACE)
         await self.server.stop(SHUTDOWN_GRACE)
         self.server = None
+        self.trimmer.close()
         if self.streaming is not None:
             await self.streaming.stop()
             self.streaming = None

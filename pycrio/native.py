@@ -331,3 +331,9 @@ def netns_socket(netns_path: str | os.PathLike[str], family: int, kind: int) -> 
     """
     err = new_err()
     return check(lib.pycrio_netns_socket(_path(netns_path), family, kind, err), err)
+
+
+# The daemon's heap (csrc/memory.c).
+def heap_trim() -> bool:
+    """Return the free memory of every malloc arena to the kernel; True when some was released."""
+    return bool(lib.pycrio_heap_trim())

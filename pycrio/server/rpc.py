@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError, Message
 from pycrio import __version__, log
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
+from pycrio.heap_trim import HeapTrimmer
 from pycrio.server.errors import status_for
 from pycrio.server.validate import is_repeated, validate
 
@@ -81,10 +82,12 @@ async def _fail(context: grpc.aio.ServicerContext, rpc: str, started: float, exc
     await context.abort(code, message)
 
 
-def _unary(rpc: str, method: Callable[..., Any]) -> Callable[..., Any]:
+def _unary(rpc: str, method: Callable[..., Any], trimmer: HeapTrimmer | None) -> Callable[..., Any]:
     async def handle(request: Message, context: grpc.aio.ServicerContext) -> Message:
         token = log.request_id.set(secrets.token_hex(4))
         started = time.monotonic()
+        if trimmer is not None:
+            trimmer.begin()
         try:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("%s request: %s", rpc, _short(request))
@@ -99,6 +102,8 @@ def _unary(rpc: str, method: Callable[..., Any]) -> Callable[..., Any]:
             raise  # not reached: abort raises
         finally:
             log.request_id.reset(token)
+            if trimmer is not None:
+                trimmer.end()
 
     return handle
 
@@ -137,8 +142,13 @@ def _unimplemented(service: str, rpc: str, streaming: bool) -> Callable[..., Any
     return stream if streaming else unary
 
 
-def generic_handler(service: ServiceDescriptor, servicers: list[object]) -> grpc.GenericRpcHandler:
-    """A handler for every method of service, served by the first servicer that has it."""
+def generic_handler(
+    service: ServiceDescriptor, servicers: list[object], trimmer: HeapTrimmer | None = None
+) -> grpc.GenericRpcHandler:
+    """A handler for every method of service, served by the first servicer that has it.
+
+    trimmer hears when each unary RPC begins and ends (streams live for hours, so they do not count).
+    """
     handlers = {}
     for method in service.methods:
         request_type = getattr(api_pb2, method.input_type.name)
@@ -148,7 +158,7 @@ def generic_handler(service: ServiceDescriptor, servicers: list[object]) -> grpc
         if impl is None:
             fn = _unimplemented(service.name, method.name, streaming)
         else:
-            fn = (_server_stream if streaming else _unary)(method.name, impl)
+            fn = _server_stream(method.name, impl) if streaming else _unary(method.name, impl, trimmer)
         make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
         handlers[method.name] = make(
             fn, request_deserializer=_deserializer(request_type), response_serializer=response_type.SerializeToString
