@@ -6,6 +6,7 @@ setup.py uses `ffibuilder` (cffi_modules) and the two helpers below;
 
 from __future__ import annotations
 
+import compileall
 import os
 import pathlib
 import subprocess
@@ -18,7 +19,17 @@ HERE = pathlib.Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 
 # Headers fed to cdef, in this order: err.h first, every later header uses it.
-CDEF_HEADERS = ["err.h", "fs.h", "extract.h", "ns.h", "mount.h", "inotify.h", "pause_spawn.h", "netns_socket.h", "memory.h"]
+CDEF_HEADERS = [
+    "err.h",
+    "fs.h",
+    "extract.h",
+    "ns.h",
+    "mount.h",
+    "inotify.h",
+    "pause_spawn.h",
+    "netns_socket.h",
+    "memory.h",
+]
 # C files linked into the extension module.
 EXTENSION_SOURCES = [
     "err.c",
@@ -161,6 +172,10 @@ def build_in_place() -> None:
     generate_cri_stubs(HERE / "pycrio" / "cri")
     ffibuilder.compile(tmpdir=".", verbose=False)  # cwd is HERE: writes pycrio/_native.*.so
     build_executables(HERE / "pycrio" / "bin")
+    # Byte-compile the package, as pip does when it installs one. Without the .pyc files (an
+    # editable install under PYTHONDONTWRITEBYTECODE=1) the daemon compiles every module at each
+    # start: slower, and the compiler's transient memory stayed in the daemon's RSS (~1 MiB).
+    compileall.compile_dir(HERE / "pycrio", quiet=1)
 
 
 if __name__ == "__main__":
