@@ -168,6 +168,15 @@ class StreamingConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """[pycrio.metrics]: the Prometheus endpoint (GET /metrics, GET /healthz); off unless enabled."""
+
+    enable_metrics: bool = opt(False, "Serve the daemon's metrics over HTTP (CRI calls, phases, pulls, process).")
+    metrics_host: str = opt("127.0.0.1", "IP address the metrics endpoint listens on.")
+    metrics_port: int = opt(9090, "TCP port of the metrics endpoint; 0 picks a free port at each start.")
+
+
+@dataclass
 class Config:
     """[pycrio]: the whole configuration."""
 
@@ -181,6 +190,7 @@ class Config:
     image: ImageConfig = field(default_factory=ImageConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def resolved(self) -> Config:
         """A copy with every derived ("") path filled in."""
@@ -191,6 +201,7 @@ class Config:
             image=dataclasses.replace(self.image),
             network=dataclasses.replace(self.network),
             streaming=dataclasses.replace(self.streaming),
+            metrics=dataclasses.replace(self.metrics),
         )
         if not cfg.network.gateway:
             with contextlib.suppress(ValueError):  # load() validated it; a hand-built Config may not be
@@ -367,6 +378,7 @@ def _check_whole(cfg: Config, origin: dict[str, Any]) -> None:
     """Checks that span options, after every source applied; origin: where default_runtime was set."""
     _check_network(cfg.network)
     _check_streaming(cfg.streaming)
+    _check_metrics(cfg.metrics)
     if cfg.runtime.default_runtime not in cfg.runtime.runtimes:
         known = ", ".join(sorted(cfg.runtime.runtimes)) or "none"
         raise ConfigError(
@@ -431,6 +443,18 @@ def _check_streaming(s: StreamingConfig) -> None:
         raise ConfigError(f"expected a port between 0 and 65535, got {s.port}", key="pycrio.streaming.port")
     if s.token_lifetime < 1:
         raise ConfigError(f"expected at least 1 second, got {s.token_lifetime}", key="pycrio.streaming.token_lifetime")
+
+
+def _check_metrics(m: MetricsConfig) -> None:
+    """[pycrio.metrics]: an IP address and a port."""
+    try:
+        ipaddress.ip_address(m.metrics_host)
+    except ValueError as e:
+        raise ConfigError(f"expected an IP address: {e}", key="pycrio.metrics.metrics_host") from e
+    if not 0 <= m.metrics_port <= 65535:
+        raise ConfigError(
+            f"expected a port between 0 and 65535, got {m.metrics_port}", key="pycrio.metrics.metrics_port"
+        )
 
 
 # ---------------------------------------------------------------- rendering

@@ -18,6 +18,7 @@ from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.image.images import Images
 from pycrio.image.store import ImageRecord
+from pycrio.metrics import METRICS
 from pycrio.oci import OCIRuntime
 from pycrio.runtime_store import ContainerRecord
 from pycrio.sandbox import ctl_socket_path
@@ -139,6 +140,7 @@ class ContainerOps:
             with contextlib.suppress(Exception):
                 await self.cleanup(container_id, facts, runtime)
             raise
+        METRICS.phases("CreateContainer", timings)
         logger.debug(
             "container %s created: %s",
             container_id[:12],

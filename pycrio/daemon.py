@@ -18,6 +18,8 @@ from pycrio.errors import FailedPrecondition
 from pycrio.heap_trim import HeapTrimmer
 from pycrio.image.images import Images
 from pycrio.lifecycle import Lifecycle
+from pycrio.metrics import METRICS
+from pycrio.metrics_server import MetricsServer
 from pycrio.network import NetworkBackend, make_network
 from pycrio.server.container_service import ContainerServicer
 from pycrio.server.image_service import ImageServicer
@@ -46,6 +48,7 @@ class Daemon:
         self.lifecycle: Lifecycle | None = None
         self.network: NetworkBackend | None = None
         self.streaming: StreamingServer | None = None
+        self.metrics_server: MetricsServer | None = None
         self.lock = listen.SocketLock(listen.socket_path(self.cfg.api.listen))
         self.stopped = asyncio.Event()
         self.trimmer = HeapTrimmer()
@@ -104,6 +107,9 @@ class Daemon:
             await self.lifecycle.start()
             self.streaming = StreamingServer(self.cfg.streaming, self.lifecycle)
             await self.streaming.start()
+            if self.cfg.metrics.enable_metrics:
+                self.metrics_server = MetricsServer(self.cfg.metrics, METRICS, healthy=lambda: self.server is not None)
+                await self.metrics_server.start()
             listen.clear_stale(path)
             self.server = self.create_server()
             self.server.add_insecure_port(f"unix:{path}")
@@ -114,6 +120,9 @@ class Daemon:
                 await self.server.stop(None)
             if self.streaming is not None:
                 await self.streaming.stop()
+            if self.metrics_server is not None:
+                await self.metrics_server.stop()
+                self.metrics_server = None
             await self._close_state()
             self.lock.release()
             raise
@@ -133,6 +142,9 @@ class Daemon:
         if self.streaming is not None:
             await self.streaming.stop()
             self.streaming = None
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
         await self._close_state()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(listen.socket_path(self.cfg.api.listen))

@@ -13,6 +13,7 @@ import logging
 import time
 
 from pycrio import native
+from pycrio.metrics import METRICS
 
 logger = logging.getLogger("pycrio.memory")
 
@@ -45,6 +46,7 @@ class HeapTrimmer:
         started = time.monotonic()
         released = native.heap_trim()
         self.trims += 1
+        METRICS.heap_trims.inc(("true" if released else "false",))
         logger.debug(
             "heap trim: %s in %.2f ms",
             "released memory" if released else "nothing to release",

@@ -20,6 +20,7 @@ from pycrio.cri import api_pb2
 from pycrio.errors import FailedPrecondition, InvalidArgument, NotFound
 from pycrio.exits import ExitWatcher
 from pycrio.image.images import Images
+from pycrio.metrics import METRICS
 from pycrio.monitor import ExitStatus
 from pycrio.network import NetworkBackend
 from pycrio.oci import OCIRuntime
@@ -370,6 +371,7 @@ class Lifecycle:
             self.store.delete_container(c.id)
             timings["record"] = time.monotonic() - t
             self._emit(api_pb2.CONTAINER_DELETED_EVENT, c)
+            METRICS.phases("RemoveContainer", timings)
             if logger.isEnabledFor(logging.DEBUG):
                 phases = ", ".join(f"{k} {v * 1000:.2f} ms" for k, v in timings.items())
                 logger.debug("container %s removed: %s", c.id[:12], phases)

@@ -24,6 +24,7 @@ from pycrio import lsm, native, pod_cgroup, procs, spec
 from pycrio.config import Config
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
+from pycrio.metrics import METRICS
 from pycrio.network import NetworkBackend, PodInfo
 from pycrio.oci import OCIRuntime
 from pycrio.paths import helper_binary
@@ -185,6 +186,7 @@ class Sandbox:
                 await self.release_pod_cgroup(facts)
             self.remove_dirs(facts)
             raise
+        METRICS.phases("RunPodSandbox", timings)
         logger.debug(
             "pod %s resources: %s", pod_id[:12], ", ".join(f"{k} {v * 1000:.2f} ms" for k, v in timings.items())
         )

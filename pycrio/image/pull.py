@@ -32,6 +32,7 @@ from pycrio.image.credentials import Credentials
 from pycrio.image.reference import Reference
 from pycrio.image.registries_conf import RegistriesConf, Source
 from pycrio.image.store import ImageRecord, ImageStore, LayerRecord
+from pycrio.metrics import METRICS
 from pycrio.storage.content import ContentStore
 from pycrio.storage.layers import LayerStore, remove_tree
 
@@ -134,6 +135,13 @@ class Puller:
         return await asyncio.shield(task)
 
     async def _pull_any(self, name: str, creds: Credentials | None) -> str:
+        try:
+            return await self._pull_candidates(name, creds)
+        except Exception:
+            METRICS.pulls.inc(("failure",))
+            raise
+
+    async def _pull_candidates(self, name: str, creds: Credentials | None) -> str:
         candidates = self.registries.candidates(name)
         errors: list[str] = []
         for ref in candidates:
@@ -195,6 +203,11 @@ class Puller:
             ref, image_id, stats.layers, stats.fetched_layers, stats.compressed_bytes, stats.uncompressed_bytes,
             stats.files, done - started, t_resolve - started, t_layers - t_resolve, done - t_layers, mbps,
         )  # fmt: skip
+        METRICS.pulled(
+            stats.compressed_bytes,
+            stats.fetched_layers,
+            {"resolve": t_resolve - started, "layers": t_layers - t_resolve, "commit": done - t_layers},
+        )
         return image_id
 
     def _layer_task(self, source, desc, diff_id, chain, parent, previous, creds, stats) -> asyncio.Task[None]:

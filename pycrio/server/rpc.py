@@ -21,6 +21,7 @@ from pycrio import __version__, log
 from pycrio.cri import api_pb2
 from pycrio.errors import InvalidArgument
 from pycrio.heap_trim import HeapTrimmer
+from pycrio.metrics import METRICS
 from pycrio.server.errors import status_for
 from pycrio.server.validate import is_repeated, validate
 
@@ -72,9 +73,13 @@ def _short(msg: Message | _Malformed) -> str:
     return text_format.MessageToString(msg, as_one_line=True)[:2000]
 
 
-async def _fail(context: grpc.aio.ServicerContext, rpc: str, started: float, exc: Exception) -> None:
+async def _fail(
+    context: grpc.aio.ServicerContext, rpc: str, started: float, exc: Exception, streaming: bool = False
+) -> None:
     code, message = status_for(exc)
-    ms = (time.monotonic() - started) * 1000
+    elapsed = time.monotonic() - started
+    METRICS.rpc(rpc, code.name, None if streaming else elapsed)
+    ms = elapsed * 1000
     if code == grpc.StatusCode.INTERNAL:
         logger.error("%s failed after %.1f ms: %s", rpc, ms, message, exc_info=exc)
     else:
@@ -93,9 +98,10 @@ def _unary(rpc: str, method: Callable[..., Any], trimmer: HeapTrimmer | None) ->
                 logger.debug("%s request: %s", rpc, _short(request))
             _check_request(rpc, request)
             response = await method(request, context)
+            elapsed = time.monotonic() - started
+            METRICS.rpc(rpc, "OK", elapsed)
             if logger.isEnabledFor(logging.DEBUG):
-                ms = (time.monotonic() - started) * 1000
-                logger.debug("%s done in %.2f ms: %s", rpc, ms, _short(response))
+                logger.debug("%s done in %.2f ms: %s", rpc, elapsed * 1000, _short(response))
             return response
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _fail(context, rpc, started, exc)
@@ -117,9 +123,10 @@ def _server_stream(rpc: str, method: Callable[..., Any]) -> Callable[..., Any]:
             _check_request(rpc, request)
             async for item in method(request, context):
                 yield item
+            METRICS.rpc(rpc, "OK", None)
             logger.debug("%s stream closed after %.1f ms", rpc, (time.monotonic() - started) * 1000)
         except Exception as exc:  # noqa: BLE001
-            await _fail(context, rpc, started, exc)
+            await _fail(context, rpc, started, exc, streaming=True)
         finally:
             log.request_id.reset(token)
 

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
 
-REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           500: "Internal Server Error", 101: "Switching Protocols"}  # fmt: skip
+REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           500: "Internal Server Error", 503: "Service Unavailable", 101: "Switching Protocols"}  # fmt: skip
 
 
 class BadRequest(Exception):
@@ -62,11 +62,15 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     return Request(method, unquote(url.path), parse_qs(url.query, keep_blank_values=True), headers, raw)
 
 
-def response(status: int, body: str = "", headers: dict[str, str] | list[tuple[str, str]] | None = None) -> bytes:
+def response(
+    status: int,
+    body: str = "",
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
+    content_type: str = "text/plain; charset=utf-8",
+) -> bytes:
     items = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
     data = body.encode()
     if status != 101:
-        items += [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
-                  ("Connection", "close")]  # fmt: skip
+        items += [("Content-Type", content_type), ("Content-Length", str(len(data))), ("Connection", "close")]
     head = f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in items)
     return head.encode("latin-1") + b"\r\n" + data

@@ -328,3 +328,29 @@ def test_render_documents_every_option():
     assert "[pycrio.runtime.runtimes.runc]" in text
     names = re.findall(r"^(\w+) = ", text, re.M)
     assert names.count("root") == 1 and len(names) == text.count("# Default: ")
+
+
+# ---------------------------------------------------------------- [pycrio.metrics]
+
+
+def test_metrics_are_off_by_default_on_localhost_9090(tmp_path):
+    cfg = load_text(tmp_path, "")
+    assert (cfg.metrics.enable_metrics, cfg.metrics.metrics_host, cfg.metrics.metrics_port) == (
+        False,
+        "127.0.0.1",
+        9090,
+    )
+
+
+@pytest.mark.parametrize(
+    "line,key,expected",
+    [
+        ('metrics_host = "localhost"', "pycrio.metrics.metrics_host", "expected an IP address"),
+        ("metrics_port = 70000", "pycrio.metrics.metrics_port", "between 0 and 65535"),
+        ("metrics_port = -1", "pycrio.metrics.metrics_port", "non-negative integer"),
+        ('enable_metrics = "yes"', "pycrio.metrics.enable_metrics", "true or false"),
+    ],
+)
+def test_bad_metrics_settings_are_refused(tmp_path, line, key, expected):
+    err, _ = load_error(tmp_path, f"[pycrio.metrics]\n{line}\n")
+    assert err.key == key and expected in str(err), str(err)
