@@ -30,6 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import bench_network  # noqa: E402
 import lifecycle  # noqa: E402
 
 from pycrio.cri import api_pb2  # noqa: E402
@@ -159,18 +160,18 @@ def main() -> int:
     parser.add_argument("--no-pull", action="store_true", help="measure the daemon after start only")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="pycrio-memfloor-", dir="/var/tmp")
-    print(f"python {sys.version.split()[0]} ({sys.executable})")
-    previous = None
-    for label, code in STAGES:
-        d = stage(code)
-        line(label, d, previous)
-        previous = d
-    floor = server_stage(base)
-    line("grpc.aio server", floor, previous)
-
-    registry = start_registry(os.path.join(base, "registry"))
+    registry = None
     proc = None
     try:
+        print(f"python {sys.version.split()[0]} ({sys.executable})")
+        previous = None
+        for label, code in STAGES:
+            d = stage(code)
+            line(label, d, previous)
+            previous = d
+        floor = server_stage(base)
+        line("grpc.aio server", floor, previous)
+        registry = start_registry(os.path.join(base, "registry"))
         os.makedirs(os.path.join(base, "pycrio"))
         proc, endpoint = lifecycle.start_pycrio(os.path.join(base, "pycrio"), registry.host, "info")
         runtime = lifecycle.Runtime("pycrio", endpoint, daemon_pid=proc.pid)
@@ -190,7 +191,9 @@ def main() -> int:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
-        registry.stop()
+        if registry is not None:
+            registry.stop()
+        bench_network.remove()
         shutil.rmtree(base, ignore_errors=True)
     return 0
 
