@@ -18,7 +18,7 @@ from pycrio.errors import FailedPrecondition
 from pycrio.heap_trim import HeapTrimmer
 from pycrio.image.images import Images
 from pycrio.lifecycle import Lifecycle
-from pycrio.metrics import METRICS
+from pycrio.metrics import METRICS, gauge_lines
 from pycrio.metrics_server import MetricsServer
 from pycrio.network import NetworkBackend, make_network
 from pycrio.server.container_service import ContainerServicer
@@ -108,7 +108,9 @@ class Daemon:
             self.streaming = StreamingServer(self.cfg.streaming, self.lifecycle)
             await self.streaming.start()
             if self.cfg.metrics.enable_metrics:
-                self.metrics_server = MetricsServer(self.cfg.metrics, METRICS, healthy=lambda: self.server is not None)
+                self.metrics_server = MetricsServer(
+                    self.cfg.metrics, METRICS, healthy=lambda: self.server is not None, collect=self._state_lines
+                )
                 await self.metrics_server.start()
             listen.clear_stale(path)
             self.server = self.create_server()
@@ -130,6 +132,15 @@ class Daemon:
             "pycrio %s serving the CRI on %s (root %s, runroot %s)", __version__, path, self.cfg.root, self.cfg.runroot
         )
         self.trimmer.trim()  # what configuration, recovery and imports freed
+
+    def _state_lines(self) -> list[str]:
+        """Pods and containers by state, for the metrics endpoint."""
+        if self.lifecycle is None:
+            return []
+        pods, containers = self.lifecycle.store.state_counts()
+        return gauge_lines("pycrio_pods", "Pod sandboxes pycrio holds, by state.", "state", pods) + gauge_lines(
+            "pycrio_containers", "Containers pycrio holds, by state.", "state", containers
+        )
 
     async def stop(self) -> None:
         """Let in-flight RPCs finish for SHUTDOWN_GRACE seconds, cancel the rest, release the socket."""

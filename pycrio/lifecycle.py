@@ -428,6 +428,8 @@ class Lifecycle:
                 c.reason = "OOMKilled" if status.oom_killed else ("Completed" if status.exit_code == 0 else "Error")
                 self.store.update_container(c)
                 logger.info("container %s exited with %d (%s)", c.id[:12], c.exit_code, c.reason)
+                if status.oom_killed:
+                    METRICS.containers_oom.inc()
                 if c.id in self._starting:
                     self._starting[c.id] = dataclasses.replace(c)  # emitted once StartContainer is done
                 else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import math
 import os
+from collections.abc import Callable
 
 # Seconds: from a sub-millisecond phase up to a slow pull.
 LATENCY_BUCKETS = (
@@ -103,6 +104,13 @@ class Histogram:
         return lines
 
 
+def gauge_lines(name: str, help_text: str, label: str, values: dict[str, int]) -> list[str]:
+    """A gauge family with one label, e.g. pods by state."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    lines += [f'{name}{{{label}="{_escape(key)}"}} {value}' for key, value in sorted(values.items())]
+    return lines
+
+
 def _process_lines() -> list[str]:
     """The standard process_* series of Prometheus client libraries, from /proc/self."""
     with open("/proc/self/stat") as f:
@@ -150,6 +158,7 @@ class Metrics:
         self.heap_trims = Counter(
             "pycrio_heap_trims_total", "malloc_trim calls, by whether memory was released.", ("released",)
         )
+        self.containers_oom = Counter("pycrio_containers_oom_total", "Containers ended by the OOM killer.")
 
     def rpc(self, operation: str, code: str, seconds: float | None) -> None:
         """A CRI call ended with code (a grpc.StatusCode name); seconds for unary calls."""
@@ -167,7 +176,8 @@ class Metrics:
         self.pull_layers.inc((), layers)
         self.phases("PullImage", timings)
 
-    def render(self) -> str:
+    def render(self, collect: Callable[[], list[str]] | None = None) -> str:
+        """The text of every series; collect adds lines read at scrape time (pods by state)."""
         lines: list[str] = []
         for metric in (
             self.operations,
@@ -177,8 +187,11 @@ class Metrics:
             self.pull_bytes,
             self.pull_layers,
             self.heap_trims,
+            self.containers_oom,
         ):
             lines += metric.render()
+        if collect is not None:
+            lines += collect()
         lines += _process_lines()
         return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 
 from pycrio.config import MetricsConfig
 from pycrio.errors import FailedPrecondition
@@ -19,10 +20,17 @@ MAX_CONNECTIONS = 16  # scrapers are few; a flood of connections is refused, not
 
 
 class MetricsServer:
-    def __init__(self, cfg: MetricsConfig, metrics: Metrics, healthy=lambda: True):
+    def __init__(
+        self,
+        cfg: MetricsConfig,
+        metrics: Metrics,
+        healthy: Callable[[], bool] = lambda: True,
+        collect: Callable[[], list[str]] | None = None,
+    ):
         self.cfg = cfg
         self.metrics = metrics
         self.healthy = healthy
+        self.collect = collect
         self.server: asyncio.Server | None = None
         self.port = 0
         self._open = 0
@@ -71,7 +79,7 @@ class MetricsServer:
         if req.method not in ("GET", "HEAD"):
             return httpreq.response(405, "method not allowed\n", {"Allow": "GET, HEAD"})
         if req.path == "/metrics":
-            body = self.metrics.render()
+            body = self.metrics.render(self.collect)
             out = httpreq.response(200, body, content_type=CONTENT_TYPE)
         elif req.path == "/healthz":
             ok = self.healthy()

@@ -96,6 +96,14 @@ class RuntimeStore:
         ).fetchall()
         return [self._pod(r) for r in rows]
 
+    def state_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(pods by state, containers by state), each state pycrio uses present, zero or not."""
+        pods = dict.fromkeys(("creating", "ready", "notready"), 0)
+        pods.update(self.db.conn.execute("SELECT state, COUNT(*) FROM pods GROUP BY state").fetchall())
+        containers = dict.fromkeys(("creating", "created", "running", "exited"), 0)
+        containers.update(self.db.conn.execute("SELECT state, COUNT(*) FROM containers GROUP BY state").fetchall())
+        return pods, containers
+
     def pods(self) -> list[PodRecord]:
         return [self._pod(r) for r in self.db.conn.execute("SELECT * FROM pods ORDER BY created_ns")]
 

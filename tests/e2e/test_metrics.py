@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import socket
 import subprocess
@@ -45,6 +46,10 @@ def test_calls_phases_and_pulls_are_counted(daemon_factory, registry, busybox_im
     with busybox_node(d, registry.host) as node:
         pod = node.pod()
         cid = node.run(pod, ["sleep", "60"])
+        text = get(port, "/metrics")[2]
+        assert sample(text, "pycrio_pods", state="ready") == 1
+        assert sample(text, "pycrio_containers", state="running") == 1
+        assert sample(text, "pycrio_containers", state="exited") == 0
         node.rt.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0), timeout=30)
         node.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid), timeout=30)
         with pytest.raises(grpc.RpcError) as info:
@@ -117,3 +122,29 @@ def test_a_taken_port_stops_the_start_with_its_reason(daemon_factory):
 def _listing(path: str) -> list[str]:
     out = subprocess.run(["find", path, "-maxdepth", "1"], capture_output=True, text=True, check=False).stdout
     return out.split()
+
+
+def _memory_controller() -> bool:
+    try:
+        with open("/sys/fs/cgroup/cgroup.controllers") as f:
+            return "memory" in f.read().split()
+    except FileNotFoundError:
+        return os.path.isdir("/sys/fs/cgroup/memory")
+
+
+@pytest.mark.skipif(not _memory_controller(), reason="no memory cgroup controller")
+def test_an_oom_kill_is_counted(daemon_factory, registry, busybox_image):
+    port = free_port()
+    d = registry_daemon(
+        daemon_factory, registry.host, config=f"[pycrio.metrics]\nenable_metrics = true\nmetrics_port = {port}\n"
+    )
+    with busybox_node(d, registry.host) as node:
+        pod = node.pod()
+        cid = node.container(pod, ["sh", "-c", "x=$(head -c 64m /dev/zero | tr '\\0' a); echo survived"])
+        limit = api_pb2.LinuxContainerResources(memory_limit_in_bytes=8 * 1024 * 1024)
+        node.rt.UpdateContainerResources(api_pb2.UpdateContainerResourcesRequest(container_id=cid, linux=limit))
+        node.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+        assert node.wait_exit(cid, timeout=30).reason == "OOMKilled"
+        text = get(port, "/metrics")[2]
+        assert sample(text, "pycrio_containers_oom_total") == 1
+        assert sample(text, "pycrio_containers", state="exited") == 1
