@@ -6,6 +6,7 @@ UNIMPLEMENTED with its name, so no call ever crashes or hangs the daemon.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -103,6 +104,9 @@ def _unary(rpc: str, method: Callable[..., Any], trimmer: HeapTrimmer | None) ->
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("%s done in %.2f ms: %s", rpc, elapsed * 1000, _short(response))
             return response
+        except asyncio.CancelledError:  # the client went away or its deadline passed
+            METRICS.rpc(rpc, "CANCELLED", time.monotonic() - started)
+            raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _fail(context, rpc, started, exc)
             raise  # not reached: abort raises
@@ -125,6 +129,9 @@ def _server_stream(rpc: str, method: Callable[..., Any]) -> Callable[..., Any]:
                 yield item
             METRICS.rpc(rpc, "OK", None)
             logger.debug("%s stream closed after %.1f ms", rpc, (time.monotonic() - started) * 1000)
+        except asyncio.CancelledError:  # the usual end of a watch: the client hung up
+            METRICS.rpc(rpc, "CANCELLED", None)
+            raise
         except Exception as exc:  # noqa: BLE001
             await _fail(context, rpc, started, exc, streaming=True)
         finally:

@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -50,6 +51,17 @@ def test_calls_phases_and_pulls_are_counted(daemon_factory, registry, busybox_im
         assert sample(text, "pycrio_pods", state="ready") == 1
         assert sample(text, "pycrio_containers", state="running") == 1
         assert sample(text, "pycrio_containers", state="exited") == 0
+        # A call whose deadline passes is counted as cancelled on the daemon's side.
+        with pytest.raises(grpc.RpcError) as info:
+            node.rt.ExecSync(api_pb2.ExecSyncRequest(container_id=cid, cmd=["sleep", "5"], timeout=10), timeout=0.5)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            text = get(port, "/metrics")[2]
+            if 'operation="ExecSync",code="CANCELLED"' in text:
+                break
+            time.sleep(0.05)
+        assert sample(text, "pycrio_operations_total", operation="ExecSync", code="CANCELLED") == 1
         node.rt.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=0), timeout=30)
         node.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid), timeout=30)
         with pytest.raises(grpc.RpcError) as info:
