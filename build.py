@@ -43,6 +43,7 @@ EXTENSION_SOURCES = [
     "extract_entry.c",
     "extract_whiteout.c",
     "extract_discard.c",
+    "extract_pool.c",
     "ns.c",
     "mount.c",
     "inotify.c",

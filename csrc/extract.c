@@ -15,7 +15,9 @@
 #include "internal/err_set.h"
 #include "internal/extract.h"
 
-#define KNOWN_FLAGS (PYCRIO_EXTRACT_NO_OPENAT2 | PYCRIO_EXTRACT_SYNC | PYCRIO_EXTRACT_NO_ISAL)
+#define KNOWN_FLAGS                                                                                \
+    (PYCRIO_EXTRACT_NO_OPENAT2 | PYCRIO_EXTRACT_SYNC | PYCRIO_EXTRACT_NO_ISAL |                    \
+     PYCRIO_EXTRACT_SERIAL)
 
 int xfail(struct xctx *c, int errnum, const char *step, const char *fmt, ...)
 {
@@ -56,6 +58,7 @@ static void ctx_free(struct xctx **cp)
 
     if (c == NULL)
         return;
+    xpool_free(c->pool); /* first: its workers hold no fd of ours, but stop them before all else */
     if (c->root_fd >= 0)
         close(c->root_fd);
     for (int i = 0; i < XCACHE_SLOTS; i++)
@@ -153,7 +156,7 @@ int pycrio_extract_layer(int in_fd, int tee_fd, const char *dest_dir, int compre
                               dest_dir, strerror(errno));
     xentry_fast_init(c);
     if ((rc = xstream_open(c, in_fd, tee_fd, compression, flags & PYCRIO_EXTRACT_NO_ISAL)) < 0 ||
-        (rc = extract_entries(c)) < 0)
+        (rc = extract_entries(c)) < 0 || (rc = xpool_drain(c)) < 0)
         return rc;
     c->entry = NULL;
     if ((rc = xstream_finish(c)) < 0 || (rc = apply_dirtimes(c)) < 0)

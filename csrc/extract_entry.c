@@ -65,6 +65,13 @@ static int remove_tree(int parent, const char *name, int depth)
 
 int xentry_remove(struct xctx *c, int dirfd, const char *name)
 {
+    int rc = xpool_drain(c); /* a removed tree may hold queued files */
+
+    return rc < 0 ? rc : xentry_remove_now(c, dirfd, name);
+}
+
+int xentry_remove_now(struct xctx *c, int dirfd, const char *name)
+{
     struct stat st;
     int rc = 0;
 
@@ -203,10 +210,13 @@ static int make_file(struct xctx *c, int dirfd, const char *name)
     const int oflags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
     const bool fast = fast_file(c);
     const mode_t mode = fast ? (mode_t)c->e.mode : 0600;
-    cleanup_close int fd = openat(dirfd, name, oflags, mode);
+    cleanup_close int fd = -1;
     struct timespec ts[2] = {c->e.mtime, c->e.mtime};
-    int rc;
+    int rc = xpool_file(c, dirfd, name, fast);
 
+    if (rc != 0)
+        return rc < 0 ? rc : 0; /* queued: a worker writes it */
+    fd = openat(dirfd, name, oflags, mode);
     if (fd < 0 && errno == EEXIST) {
         if ((rc = xentry_remove(c, dirfd, name)) < 0)
             return rc;
@@ -389,9 +399,18 @@ int xentry_extract(struct xctx *c)
     if ((rc = xpath_clean(c, c->e.name, c->clean, sizeof(c->clean))) < 0)
         return rc;
     if (c->clean[0] == '\0')
-        return make_root(c);
+        return (rc = xpool_before(c, "", "")) < 0 ? rc : make_root(c);
     xpath_split(c->clean, parent, &base);
+    if ((rc = xpool_before(c, c->clean, base)) < 0)
+        return rc;
     dirfd = xpath_parent(c, parent, true);
+    if (dirfd < 0 && c->pool != NULL) {
+        /* Through a symlink the parent may lead to a file still queued: its error is for the
+         * written tree to decide (ENOTDIR where it was ENOENT). */
+        if ((rc = xpool_drain(c)) < 0)
+            return rc;
+        dirfd = xpath_parent(c, parent, true);
+    }
     if (dirfd < 0)
         return dirfd;
     rc = xwhiteout_handle(c, dirfd, base);

@@ -10,7 +10,9 @@
  * On failure the function returns -errno, fills err (step, the entry's tar path, a message)
  * and leaves dest_dir partially filled: the caller removes it.  It never exits the process.
  * Thread-safe: no global state; cffi releases the GIL, so several layers may be extracted at
- * once.  stats is caller-owned and filled on success.  Fed to cffi's cdef as is (no #if).
+ * once.  Small regular files are written by up to 4 worker threads of the call's own, in the
+ * archive's order where it matters (replacements, links, whiteouts); all have ended on return.
+ * stats is caller-owned and filled on success.  Fed to cffi's cdef as is (no #if).
  */
 
 /* AUTO: detect from the magic bytes, gzip 1f8b, zstd 28b52ffd, else a plain tar */
@@ -22,6 +24,7 @@
 #define PYCRIO_EXTRACT_NO_OPENAT2 1 /* force the fallback resolver, as if openat2 gave ENOSYS */
 #define PYCRIO_EXTRACT_SYNC 2       /* syncfs() the destination's filesystem at the end */
 #define PYCRIO_EXTRACT_NO_ISAL 4    /* decode gzip with zlib even when ISA-L is built in */
+#define PYCRIO_EXTRACT_SERIAL 8     /* write every file in the calling thread (no worker threads) */
 
 #define PYCRIO_FEATURE_ISAL 1    /* gzip is decoded with ISA-L igzip */
 #define PYCRIO_FEATURE_ZSTD 2    /* zstd layers are supported */

@@ -8,8 +8,10 @@
  *   extract_entry.c       creating and replacing entries, ownership, modes, times, xattrs
  *   extract_whiteout.c    OCI whiteouts and opaque directories
  *   extract_discard.c     the decoder alone, output discarded (its speed, a stream's validity)
+ *   extract_pool.c        small regular files written by worker threads, in the tar's order
  *
- * Nothing here is global: all state hangs off struct xctx, owned by the calling thread.
+ * Nothing here is global: all state hangs off struct xctx, owned by the calling thread (the
+ * pool's workers see only their jobs).
  */
 #ifndef PYCRIO_INTERNAL_EXTRACT_H
 #define PYCRIO_INTERNAL_EXTRACT_H
@@ -121,9 +123,11 @@ struct xctx {
     struct pycrio_err *err;
     const char *entry; /* tar path of the entry being extracted, for messages; NULL if none */
     /* The fast path for plain root:root files (xentry_fast_init): */
-    int umask;       /* the process's umask; -1: unknown, no fast path */
-    bool root_owner; /* files are created root:root (euid and egid 0) */
-    bool sgid_dirs;  /* a set-group-ID directory is in the tree: new files may get its group */
+    int umask;          /* the process's umask; -1: unknown, no fast path */
+    bool root_owner;    /* files are created root:root (euid and egid 0) */
+    bool sgid_dirs;     /* a set-group-ID directory is in the tree: new files may get its group */
+    struct xpool *pool; /* started at the first small file; NULL before, or with no_pool */
+    bool no_pool;       /* no worker thread could be started: every file is written here */
 };
 
 /* Fill c->err naming the current entry; returns -errnum. */
@@ -193,6 +197,24 @@ int xentry_extract(struct xctx *c);
 int xentry_remove(struct xctx *c, int dirfd, const char *name);
 int xentry_chown_nofollow(struct xctx *c, int dirfd, const char *name, unsigned int uid,
                           unsigned int gid);
+
+/* Remove what is at (dirfd, name) without draining the pool (the drain itself replaces). */
+int xentry_remove_now(struct xctx *c, int dirfd, const char *name);
+
+/* ---- extract_pool.c ---- */
+#define XPOOL_FILE_MAX (64u * 1024u) /* larger files, and files with xattrs, are written here */
+struct xpool;
+/* Queue the current entry, a regular file, for a worker: its data is read from the stream now.
+ * 1 when queued, 0 when the caller writes it (too large, xattrs, PYCRIO_EXTRACT_SERIAL), or
+ * -errno (a worker's earlier failure is reported here too). */
+int xpool_file(struct xctx *c, int dirfd, const char *name, bool fast);
+/* Before the entry at cleaned path clean (last component base) is made: drain when it could
+ * see or replace a queued file.  0 or -errno. */
+int xpool_before(struct xctx *c, const char *clean, const char *base);
+/* Wait until every queued file is written, replace the entries of those whose name was taken,
+ * add the written files to the stats.  0 or -errno of the first failure. */
+int xpool_drain(struct xctx *c);
+void xpool_free(struct xpool *p);
 
 /* ---- extract_whiteout.c ---- */
 /* 1 when the entry was a whiteout (handled or skipped), 0 when it is not one, or -errno. */
