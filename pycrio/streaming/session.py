@@ -60,9 +60,7 @@ class Session:
             await self._spdy()
 
     async def _reply(self, status: int, body: str, headers=None) -> None:
-        self.writer.write(response(status, body + "\n", headers))
-        with contextlib.suppress(ConnectionError):
-            await self.writer.drain()
+        await self.server._reply(self.writer, status, body, headers)
 
     # ------------------------------------------------------------ SPDY
 

@@ -28,6 +28,13 @@ def get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str],
         conn.close()
 
 
+def metrics_daemon(daemon_factory, registry):
+    """A started daemon trusting the test registry, its metrics on a free port: (daemon, port)."""
+    port = free_port()
+    config = f"[pycrio.metrics]\nenable_metrics = true\nmetrics_port = {port}\n"
+    return registry_daemon(daemon_factory, registry.host, config=config), port
+
+
 def sample(text: str, name: str, **labels: str) -> float:
     """The value of the series name{labels} in a scrape; KeyError when absent."""
     wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
@@ -39,10 +46,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 def test_calls_phases_and_pulls_are_counted(daemon_factory, registry, busybox_image):
-    port = free_port()
-    d = registry_daemon(
-        daemon_factory, registry.host, config=f"[pycrio.metrics]\nenable_metrics = true\nmetrics_port = {port}\n"
-    )
+    d, port = metrics_daemon(daemon_factory, registry)
     assert f"metrics on http://127.0.0.1:{port}/metrics" in d.log()
     with busybox_node(d, registry.host) as node:
         pod = node.pod()
@@ -100,10 +104,7 @@ def test_calls_phases_and_pulls_are_counted(daemon_factory, registry, busybox_im
 
 
 def test_a_failed_pull_is_counted(daemon_factory, registry):
-    port = free_port()
-    d = registry_daemon(
-        daemon_factory, registry.host, config=f"[pycrio.metrics]\nenable_metrics = true\nmetrics_port = {port}\n"
-    )
+    d, port = metrics_daemon(daemon_factory, registry)
     request = api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=f"{registry.host}/test/absent:1"))
     with pytest.raises(grpc.RpcError):
         d.image.PullImage(request, timeout=30)
@@ -146,10 +147,7 @@ def _memory_controller() -> bool:
 
 @pytest.mark.skipif(not _memory_controller(), reason="no memory cgroup controller")
 def test_an_oom_kill_is_counted(daemon_factory, registry, busybox_image):
-    port = free_port()
-    d = registry_daemon(
-        daemon_factory, registry.host, config=f"[pycrio.metrics]\nenable_metrics = true\nmetrics_port = {port}\n"
-    )
+    d, port = metrics_daemon(daemon_factory, registry)
     with busybox_node(d, registry.host) as node:
         pod = node.pod()
         cid = node.container(pod, ["sh", "-c", "x=$(head -c 64m /dev/zero | tr '\\0' a); echo survived"])
